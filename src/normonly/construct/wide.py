@@ -1,0 +1,149 @@
+"""Wide construction (Theorem 1 of Giannou, Rajput, Papailiopoulos; SPEC §2).
+
+Every target layer ``u ↦ σ(W u + b)`` (``‖u‖ ≤ R_in``) is rebuilt by two frozen random layers,
+a wide one ``B ∈ R^{m×d_in}`` (m ≥ d_in·d_out) and a narrow one ``A ∈ R^{d_out×m}``::
+
+    u ──► B ──► γ ⊙ · + β ──► σ (always on) ──► A ──► 1 ⊙ · + β' ──► σ  ==  σ(W u + b)
+
+1. scales: ``A diag(γ) B = W`` is the Khatri-Rao system ``K γ = vec(W)`` (minimum-norm γ);
+2. ReLU on: ``β_k = (1 + margin) |γ_k| ‖B[k,:]‖ R_in`` keeps every wide pre-activation ≥ 0;
+3. bias: ``β' = b − A β`` cancels the shifts and adds the target bias;
+4. next bound: ``R_out`` from ``‖σ(Wu + b)‖ ≤ ‖(|W_i| R_in + b_i)_+‖`` and ``‖W‖₂ R_in + ‖b‖``.
+
+The output layer's narrow random layer has no ReLU. In the *uniform-width* variant every random
+layer but the last has the same width M; a narrow layer switches off all but ``d_out`` units with
+γ = β = 0, and the next wide layer sees only those.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from normonly.certificate import LayerCertificate
+from normonly.errors import InfeasibleError
+from normonly.linalg.solve import solve_scales
+from normonly.network import NormNet
+from normonly.target import TargetMLP
+
+__all__ = ["build_wide", "wide_widths", "relu_on_shift", "next_radius", "RELU_MARGIN"]
+
+RELU_MARGIN = 2.0**-6  # relative slack on the always-on shifts, far above round-off
+
+
+def wide_widths(
+    target: TargetMLP, *, overparam: float, width: int | None, uniform_width: bool
+) -> list[int]:
+    """NormNet widths ``[d_in, m_1, d_1, ..., m_L, d_L]`` (or uniform ``[d_in, M, ..., M, d_L]``).
+
+    Raises
+    ------
+    InfeasibleError
+        ``width`` is below ``d_in*d_out`` of some target layer.
+    """
+    need = [w.shape[0] * w.shape[1] for w in target.weights]
+    if width is not None:
+        worst = max(range(len(need)), key=lambda i: need[i])
+        if width < need[worst]:
+            d_out, d_in = target.weights[worst].shape
+            raise InfeasibleError(
+                f"width {width} is too small to reproduce the {d_out}x{d_in} target layer "
+                f"{worst} exactly: need width >= {need[worst]} (d_in*d_out), or leave width "
+                "unset and use overparam >= 1"
+            )
+        wide = [width] * len(need)
+    else:
+        wide = [math.ceil(overparam * n - 1e-9) for n in need]
+    if uniform_width:
+        M = max(max(wide), max(target.widths[1:-1], default=0))
+        return [target.d_in] + [M] * (2 * target.depth - 1) + [target.d_out]
+    out = [target.d_in]
+    for m, w in zip(wide, target.weights, strict=True):
+        out += [m, w.shape[0]]
+    return out
+
+
+def relu_on_shift(gamma: torch.Tensor, B: torch.Tensor, radius_in: float) -> torch.Tensor:
+    """β with ``γ_k (B u)_k + β_k ≥ 0`` for all ``‖u‖ ≤ R_in`` (SPEC §2 step 2), shape (m,)."""
+    return (1.0 + RELU_MARGIN) * gamma.abs() * B.norm(dim=1) * radius_in
+
+
+def next_radius(W: torch.Tensor, b: torch.Tensor, radius_in: float) -> float:
+    """A bound on ``‖σ(W u + b)‖`` over ``‖u‖ ≤ R_in`` (SPEC §2 step 4, tightened per row)."""
+    per_row = torch.clamp(W.norm(dim=1) * radius_in + b, min=0.0).norm()  # σ is monotone
+    spectral = torch.linalg.matrix_norm(W, ord=2) * radius_in + b.norm()
+    return float(torch.minimum(per_row, spectral))
+
+
+def build_wide(
+    target: TargetMLP,
+    *,
+    radius: float,
+    overparam: float = 1.0,
+    width: int | None = None,
+    uniform_width: bool = False,
+    norm: str = "batchnorm",
+    density: float = 1.0,
+    seed: int = 0,
+    solver: str = "auto",
+    device: str | torch.device = "cpu",
+    net: NormNet | None = None,
+) -> tuple[NormNet, list[LayerCertificate]]:
+    """Set the normalization parameters of a frozen random ``NormNet`` to reproduce ``target``.
+
+    Parameters are those of :func:`normonly.reconstruct`; ``net`` may be a user's own NormNet
+    (e.g. with non-trivial BatchNorm running statistics) with the right widths.
+
+    Returns
+    -------
+    net : NormNet (float64, on ``device``)
+    layers : list of LayerCertificate, one per target layer
+    """
+    widths = wide_widths(target, overparam=overparam, width=width, uniform_width=uniform_width)
+    if net is None:
+        net = NormNet(widths, norm=norm, density=density, seed=seed)
+    elif net.widths != widths:
+        raise ValueError(
+            f"the given NormNet has widths {net.widths}, but this target with "
+            f"overparam={overparam} needs {widths}"
+        )
+    net = net.to(device=device, dtype=torch.float64)
+    dev = torch.device(device)
+    certs: list[LayerCertificate] = []
+    radius_in = radius
+    for l, (W, b) in enumerate(zip(target.weights, target.biases, strict=True)):
+        d_out, d_in = W.shape
+        W, b = W.to(dev), b.to(dev)
+        B = net.weight(2 * l)[:, :d_in]  # (m, d_in): a uniform net's extra inputs are 0
+        A_full = net.weight(2 * l + 1)  # (m_next, m)
+        A = A_full[:d_out]  # (d_out, m): the narrow units that carry the output
+        gamma, info = solve_scales(A, B, W, solver=solver)
+        beta = relu_on_shift(gamma, B, radius_in)
+        net.set_affine(2 * l, gamma, beta)
+        # narrow layer: unit scale on the d_out carriers, everything else switched off
+        g_out = torch.zeros(A_full.shape[0], dtype=W.dtype, device=dev)
+        b_out = torch.zeros_like(g_out)
+        g_out[:d_out] = 1.0
+        b_out[:d_out] = b - A @ beta  # cancels the always-on shifts, adds the target bias
+        net.set_affine(2 * l + 1, g_out, b_out)
+        margin = float((beta - gamma.abs() * B.norm(dim=1) * radius_in).min())
+        certs.append(
+            LayerCertificate(
+                layer=l,
+                block=0,
+                shape=info.shape,
+                solver=info.solver,
+                rank=info.rank,
+                rank_method=info.rank_method,
+                cond=info.cond,
+                rel_residual=info.rel_residual,
+                relu_margin=margin,
+                radius_in=radius_in,
+                iterations=info.iterations,
+                wall_time_s=info.wall_time_s,
+            )
+        )
+        radius_in = next_radius(W, b, radius_in)
+    return net, certs
+
