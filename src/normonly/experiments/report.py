@@ -1,0 +1,183 @@
+"""Build ``report.md`` from saved results only (config.json + rows.jsonl of each run).
+
+The report never reruns a trial: it reads the stored rows, asks each experiment for its summary
+table and sentence, redraws its figures from those rows, and embeds them with relative paths, so
+``normonly report DIR`` works on a copied results directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from normonly._atomic import atomic_write_text
+from normonly.experiments import registry, store
+from normonly.experiments.base import Experiment
+
+__all__ = ["find_runs", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+_ENV_FIELDS = (
+    ("normonly", "normonly_version"),
+    ("torch", "torch_version"),
+    ("numpy", "numpy_version"),
+    ("commit", "git_commit"),
+    ("device", "device"),
+    ("host", "hostname"),
+)
+
+
+def _mtime(run: Path) -> float:
+    paths = [run / store.CONFIG_FILE, run / store.ROWS_FILE]
+    return max(p.stat().st_mtime for p in paths if p.exists())
+
+
+def find_runs(out_dir: str | os.PathLike[str]) -> dict[str, list[Path]]:
+    """Map each experiment name to its run directories under ``out_dir``, newest first.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``out_dir`` is not a directory.
+    """
+    root = Path(out_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results directory {root} does not exist")
+    runs: dict[str, list[Path]] = defaultdict(list)
+    for config_path in root.glob(f"*/*/{store.CONFIG_FILE}"):
+        try:
+            name = str(store.read_config(config_path).get("experiment") or "")
+        except (OSError, ValueError) as exc:
+            logger.warning("skipping %s: %s", config_path, exc)
+            continue
+        runs[name or config_path.parent.parent.name].append(config_path.parent)
+    return {name: sorted(dirs, key=_mtime, reverse=True) for name, dirs in runs.items()}
+
+
+def _ordered(names: list[str]) -> list[tuple[str, Experiment | None]]:
+    """Registered experiments in registration order, then unknown names alphabetically."""
+    lookup = {e.name.casefold(): (i, e) for i, e in enumerate(registry.all_experiments())}
+
+    def rank(name: str) -> tuple[int, int, str]:
+        hit = lookup.get(name.casefold())
+        return (0, hit[0], name) if hit else (1, 0, name)
+
+    return [(n, lookup.get(n.casefold(), (0, None))[1]) for n in sorted(names, key=rank)]
+
+
+def _values(rows: list[dict[str, Any]], field: str) -> str:
+    seen = dict.fromkeys(str(r[field]) for r in rows if r.get(field) is not None)
+    if field == "git_commit":
+        seen = dict.fromkeys(v[:12] for v in seen)
+    return ", ".join(seen) or "unknown"
+
+
+def _setting(config: dict[str, Any], profile: str, digest: str, name: str) -> str:
+    lines = [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+    return (
+        f"Setting (profile `{profile}`, results in `{name}/{digest}/`):\n\n"
+        "```toml\n" + "\n".join(lines) + "\n```\n"
+    )
+
+
+def _section(
+    out_dir: Path, name: str, exp: Experiment | None, runs: list[Path]
+) -> tuple[str, list[dict[str, Any]]]:
+    run = runs[0]
+    meta = store.read_config(run)
+    rows = store.read_rows(run)
+    title = f"## {name} — {exp.title}" if exp else f"## {name}"
+    parts = [title + "\n"]
+    if exp is not None:
+        parts.append(f"*{exp.question}*\n")
+    parts.append(_setting(meta["config"], str(meta.get("profile", "?")), run.name, name))
+    if len(runs) > 1:
+        others = ", ".join(f"`{p.name}`" for p in runs[1:])
+        parts.append(f"Older results with other settings, not shown: {others}.\n")
+    if exp is None:
+        parts.append(f"Experiment {name} is not registered here: {len(rows)} rows, no summary.\n")
+        return "\n".join(parts), rows
+    try:
+        config = exp.config_cls.from_dict(meta["config"])
+        expected: int | None = len(exp.trials(config))
+    except (TypeError, ValueError) as exc:
+        parts.append(f"**The stored config no longer matches {name}'s config class:** {exc}\n")
+        return "\n".join(parts), rows
+    if rows:
+        try:
+            table, sentence = exp.summarize(config, rows)
+            parts.append(table.rstrip() + "\n")
+            parts.append(sentence.strip() + "\n")
+        except Exception as exc:  # noqa: BLE001 - one broken summary must not hide the others
+            logger.error("%s: summarize failed: %s", name, exc)
+            parts.append(f"**Summary failed:** `{type(exc).__name__}: {exc}`\n")
+        try:
+            from normonly.experiments.runner import draw_figures
+
+            figures = draw_figures(exp, config, rows, run / store.FIGURES_DIR)
+        except Exception as exc:  # noqa: BLE001
+            logger.error("%s: figures failed: %s", name, exc)
+            parts.append(f"**Figures failed:** `{type(exc).__name__}: {exc}`\n")
+            figures = []
+        for fig in figures:
+            rel = Path(os.path.relpath(Path(fig).resolve(), out_dir.resolve())).as_posix()
+            parts.append(f"![{name}: {Path(fig).stem}]({rel})\n")
+    else:
+        parts.append("No finished trials yet.\n")
+    wall = sum(float(r.get("wall_time_s") or 0.0) for r in rows)
+    parts.append(f"{len(rows)} of {expected} trials stored; total trial wall time {wall:.1f} s.\n")
+    return "\n".join(parts), rows
+
+
+def write_report(out_dir: str | os.PathLike[str]) -> Path:
+    """Write ``out_dir/report.md`` from the saved results and redraw every figure.
+
+    For an experiment with several config directories the most recently modified one is shown
+    and the others are listed.
+
+    Parameters
+    ----------
+    out_dir : str or PathLike
+        A results root written by :func:`normonly.experiments.runner.run_experiment`.
+
+    Returns
+    -------
+    Path
+        The report file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``out_dir`` does not exist.
+    StoreError
+        If the report cannot be written.
+    """
+    root = Path(out_dir)
+    runs = find_runs(root)
+    sections, all_rows = [], []
+    for name, exp in _ordered(list(runs)):
+        text, rows = _section(root, name, exp, runs[name])
+        sections.append(text)
+        all_rows.extend(rows)
+    env = " · ".join(f"{label} {_values(all_rows, field)}" for label, field in _ENV_FIELDS)
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    header = [
+        "# normonly — reproduction report\n",
+        f"Generated {now} from the saved results in `{root}` (no trial was rerun).\n",
+        f"Environment: {env}.\n",
+    ]
+    if not sections:
+        header.append("No results found.\n")
+    path = root / "report.md"
+    try:
+        atomic_write_text(path, "\n".join(header + sections))
+    except OSError as exc:
+        raise store.StoreError(f"cannot write {path}: {exc.strerror or exc}", path=path) from exc
+    logger.info("report written to %s", path)
+    return path

@@ -1,0 +1,359 @@
+"""Run an experiment's trials with resume, parallelism and crash-safe storage.
+
+Every finished trial is appended to ``rows.jsonl`` at once, so a crash loses at most the trials in
+flight; rerunning the same command skips the keys already stored.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import logging
+import multiprocessing
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Generator, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from normonly.experiments import store
+from normonly.experiments.base import Experiment, ExperimentConfig
+
+__all__ = ["TrialsFailed", "draw_figures", "reproduce", "run_experiment"]
+
+logger = logging.getLogger(__name__)
+
+#: What a backend yields per finished trial: (trial, row or None, error text or None).
+_Results = Generator[tuple[dict[str, Any], dict[str, Any] | None, str | None], None, None]
+
+
+class TrialsFailed(RuntimeError):
+    """Some trials raised; their keys and messages are in ``failures`` (other rows are stored)."""
+
+    def __init__(self, experiment: str, failures: list[tuple[str, str]], total: int | None = None):
+        self.experiment = experiment
+        self.failures = failures
+        shown = "; ".join(f"{key}: {msg}" for key, msg in failures[:5])
+        more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
+        of = f" of {total}" if total is not None else ""
+        super().__init__(
+            f"{len(failures)}{of} trials of {experiment} failed ({shown}{more}); "
+            "the other rows are stored, rerun to retry the failed ones"
+        )
+
+
+def execute_trial(
+    run_trial: Callable[[Any, dict[str, Any]], dict[str, Any]],
+    config: ExperimentConfig,
+    trial: dict[str, Any],
+    meta: dict[str, str],
+) -> dict[str, Any]:
+    """Run one trial and return its row with the bookkeeping fields (runs inside the worker).
+
+    The row holds the trial spec, then the result, then ``key``, ``seed``, ``wall_time_s``, the
+    versions and commit in ``meta``, ``hostname``, ``timestamp`` and ``device`` (the experiment's
+    own ``device`` field wins if it sets one).
+    """
+    start = time.perf_counter()
+    result = run_trial(config, trial)
+    wall = time.perf_counter() - start
+    if not isinstance(result, dict):
+        raise TypeError(f"run_trial must return a dict, got {type(result).__name__}")
+    row = {**trial, **result}
+    row.setdefault("device", store.device_name())
+    row.update(
+        key=trial["key"],
+        seed=trial["seed"],
+        wall_time_s=wall,
+        hostname=socket.gethostname(),
+        timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
+        **meta,
+    )
+    return row
+
+
+def _check_trials(exp: Experiment, trials: list[dict[str, Any]]) -> None:
+    seen: set[str] = set()
+    for trial in trials:
+        key, seed = trial.get("key"), trial.get("seed")
+        if not isinstance(key, str) or isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"{exp.name}: each trial needs a str 'key' and an int 'seed': {trial}")
+        if key in seen:
+            raise ValueError(f"{exp.name}: duplicate trial key {key!r}")
+        seen.add(key)
+
+
+def _error_text(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)  # Ray wraps the trial's exception
+    exc = cause if isinstance(cause, BaseException) else exc
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    disable = not (enabled and sys.stderr.isatty())
+    return tqdm(total=total, initial=initial, desc=desc, unit="trial", disable=disable)
+
+
+def _run_local(
+    exp: Experiment, config: ExperimentConfig, todo: list[dict[str, Any]], jobs: int, meta: dict
+) -> _Results:
+    if jobs == 1:
+        for trial in todo:
+            try:
+                yield trial, execute_trial(exp.run_trial, config, trial, meta), None
+            except Exception as exc:  # noqa: BLE001 - collected and reported after the sweep
+                yield trial, None, _error_text(exc)
+        return
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        # import the heavy modules once in the server; each worker is then a cheap fork of it
+        context.set_forkserver_preload([__name__, getattr(exp.run_trial, "__module__", __name__)])
+    else:
+        context = multiprocessing.get_context("spawn")
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    try:
+        futures = {pool.submit(execute_trial, exp.run_trial, config, t, meta): t for t in todo}
+        for future in cf.as_completed(futures):
+            try:
+                yield futures[future], future.result(), None
+            except Exception as exc:  # noqa: BLE001
+                yield futures[future], None, _error_text(exc)
+    finally:  # also on StoreError / KeyboardInterrupt: drop what has not started
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_ray(
+    exp: Experiment,
+    config: ExperimentConfig,
+    todo: list[dict[str, Any]],
+    jobs: int,
+    meta: dict,
+    address: str | None,
+) -> _Results:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            "--backend ray needs the ray package: pip install 'normonly[ray]'"
+        ) from exc
+    started = not ray.is_initialized()
+    if started and address:
+        ray.init(address=address, log_to_driver=False)
+    elif started:
+        ray.init(
+            num_cpus=jobs, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False
+        )
+    try:
+        remote = ray.remote(execute_trial)
+        pending = {remote.remote(exp.run_trial, config, t, meta): t for t in todo}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    trial = pending.pop(ref)
+                    try:
+                        yield trial, ray.get(ref), None
+                    except Exception as exc:  # noqa: BLE001
+                        yield trial, None, _error_text(exc)
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _infer_profile(exp: Experiment, config: ExperimentConfig) -> str:
+    if config == exp.config_cls.quick():
+        return "quick"
+    if config == exp.config_cls.full():
+        return "full"
+    return "custom"
+
+
+def draw_figures(
+    exp: Experiment, config: ExperimentConfig, rows: list[dict[str, Any]], directory: Path
+) -> list[Path]:
+    """Draw the experiment's figures from saved rows with the Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    directory.mkdir(parents=True, exist_ok=True)
+    return [Path(p) for p in exp.figures(config, rows, directory)]
+
+
+def run_experiment(
+    exp: Experiment,
+    config: ExperimentConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    jobs: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
+    progress: bool = True,
+    profile: str | None = None,
+) -> list[dict[str, Any]]:
+    """Run the trials of ``exp`` not yet stored under ``out_dir``, store them, draw the figures.
+
+    Parameters
+    ----------
+    exp : Experiment
+        The experiment.
+    config : ExperimentConfig
+        An instance of ``exp.config_cls``.
+    out_dir : str or PathLike
+        Results root; rows go to ``out_dir/<exp.name>/<digest>/rows.jsonl``.
+    jobs : int, default 1
+        Parallel workers: 1 runs in this process, more use a process pool (or Ray CPUs).
+    backend : {"local", "ray"}, default "local"
+        Where trials run.
+    ray_address : str, optional
+        Address of an existing Ray cluster (``backend="ray"`` only).
+    progress : bool, default True
+        Show a tqdm bar (only on a terminal).
+    profile : str, optional
+        Label stored in ``config.json``; inferred ("quick", "full" or "custom") if omitted.
+
+    Returns
+    -------
+    list of dict
+        The stored rows of this config's trials, in trial order.
+
+    Raises
+    ------
+    TrialsFailed
+        After the sweep, if any trial raised (the others are stored).
+    StoreError
+        If the results cannot be written; rows written before stay readable.
+    ValueError, TypeError
+        For bad arguments or a config of the wrong class.
+    """
+    if not isinstance(exp, Experiment):
+        raise TypeError(f"exp must be an Experiment, got {type(exp).__name__}")
+    if not isinstance(config, exp.config_cls):
+        raise TypeError(f"config for {exp.name} must be a {exp.config_cls.__name__}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if ray_address is not None and backend != "ray":
+        raise ValueError("ray_address is only used with backend='ray'")
+
+    path = store.ensure_run_dir(store.run_dir(out_dir, exp.name, exp.digest(config)))
+    store.write_config(path, exp.name, config.to_dict(), profile or _infer_profile(exp, config))
+    rows_path = path / store.ROWS_FILE
+    trials = exp.trials(config)
+    _check_trials(exp, trials)
+    done = {row["key"]: row for row in store.read_rows(rows_path)}
+    todo = [t for t in trials if t["key"] not in done]
+    logger.info(
+        "%s: %d trials, %d already stored, running %d (%s, jobs=%d) -> %s",
+        exp.name,
+        len(trials),
+        len(trials) - len(todo),
+        len(todo),
+        backend,
+        jobs,
+        path,
+    )
+
+    failures: list[tuple[str, str]] = []
+    if todo:
+        meta = store.static_metadata()
+        if backend == "ray":
+            results = _run_ray(exp, config, todo, jobs, meta, ray_address)
+        else:
+            results = _run_local(exp, config, todo, jobs, meta)
+        bar = _progress(len(trials), len(trials) - len(todo), exp.name, progress)
+        with contextlib.closing(results), bar:
+            for trial, row, error in results:
+                if row is None:
+                    failures.append((trial["key"], error or "unknown error"))
+                    logger.warning("%s: trial %s failed: %s", exp.name, trial["key"], error)
+                else:
+                    store.append_row(rows_path, row)
+                    done[trial["key"]] = row
+                bar.update(1)
+    if failures:
+        order = {t["key"]: i for i, t in enumerate(trials)}
+        failures.sort(key=lambda kv: order[kv[0]])
+        raise TrialsFailed(exp.name, failures, len(trials))
+
+    rows = [done[t["key"]] for t in trials]
+    try:
+        draw_figures(exp, config, rows, path / store.FIGURES_DIR)
+    except OSError as exc:
+        raise store.StoreError(f"cannot write the figures of {exp.name} in {path}: {exc}") from exc
+    return rows
+
+
+def reproduce(
+    out_dir: str | os.PathLike[str],
+    *,
+    profile: str = "quick",
+    only: Iterable[str] | None = None,
+    jobs: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run every registered experiment (or those in ``only``) with a preset and write the report.
+
+    Parameters
+    ----------
+    out_dir : str or PathLike
+        Results root.
+    profile : {"quick", "full"}, default "quick"
+        Which preset of each experiment to run.
+    only : iterable of str, optional
+        Experiment names (case-insensitive); all registered experiments if omitted.
+    jobs, backend, ray_address, progress
+        As in :func:`run_experiment`.
+
+    Returns
+    -------
+    Path
+        The written ``report.md``.
+
+    Raises
+    ------
+    TrialsFailed
+        After all experiments ran and the report was written, if any trial failed.
+    """
+    from normonly.experiments import registry
+    from normonly.experiments.report import write_report
+
+    if profile not in ("quick", "full"):
+        raise ValueError(f"profile must be 'quick' or 'full', got {profile!r}")
+    if only is None:
+        experiments = registry.all_experiments(strict=True)
+    else:
+        experiments = [registry.get(name) for name in only]
+    if not experiments:
+        raise ValueError("no experiments are registered (nothing to reproduce)")
+    failed: list[TrialsFailed] = []
+    for exp in experiments:
+        try:
+            run_experiment(
+                exp,
+                exp.preset(profile),
+                out_dir,
+                jobs=jobs,
+                backend=backend,
+                ray_address=ray_address,
+                progress=progress,
+                profile=profile,
+            )
+        except TrialsFailed as exc:
+            logger.error("%s", exc)
+            failed.append(exc)
+    report = write_report(out_dir)
+    if failed:
+        failures = [(f"{e.experiment}/{k}", m) for e in failed for k, m in e.failures]
+        raise TrialsFailed(", ".join(e.experiment for e in failed), failures)
+    return report
