@@ -33,7 +33,12 @@ RELU_MARGIN = 2.0**-6  # relative slack on the always-on shifts, far above round
 
 
 def wide_widths(
-    target: TargetMLP, *, overparam: float, width: int | None, uniform_width: bool
+    target: TargetMLP,
+    *,
+    overparam: float,
+    width: int | None,
+    uniform_width: bool,
+    least_squares: bool = False,
 ) -> list[int]:
     """NormNet widths ``[d_in, m_1, d_1, ..., m_L, d_L]`` (or uniform ``[d_in, M, ..., M, d_L]``).
 
@@ -45,7 +50,7 @@ def wide_widths(
     need = [w.shape[0] * w.shape[1] for w in target.weights]
     if width is not None:
         worst = max(range(len(need)), key=lambda i: need[i])
-        if width < need[worst]:
+        if width < need[worst] and not least_squares:
             d_out, d_in = target.weights[worst].shape
             raise InfeasibleError(
                 f"width {width} is too small to reproduce the {d_out}x{d_in} target layer "
@@ -89,6 +94,7 @@ def build_wide(
     solver: str = "auto",
     device: str | torch.device = "cpu",
     net: NormNet | None = None,
+    least_squares: bool = False,
 ) -> tuple[NormNet, list[LayerCertificate]]:
     """Set the normalization parameters of a frozen random ``NormNet`` to reproduce ``target``.
 
@@ -100,7 +106,13 @@ def build_wide(
     net : NormNet (float64, on ``device``)
     layers : list of LayerCertificate, one per target layer
     """
-    widths = wide_widths(target, overparam=overparam, width=width, uniform_width=uniform_width)
+    widths = wide_widths(
+        target,
+        overparam=overparam,
+        width=width,
+        uniform_width=uniform_width,
+        least_squares=least_squares,
+    )
     if net is None:
         net = NormNet(widths, norm=norm, density=density, seed=seed)
     elif net.widths != widths:
@@ -118,7 +130,7 @@ def build_wide(
         B = net.weight(2 * l)[:, :d_in]  # (m, d_in): a uniform net's extra inputs are 0
         A_full = net.weight(2 * l + 1)  # (m_next, m)
         A = A_full[:d_out]  # (d_out, m): the narrow units that carry the output
-        gamma, info = solve_scales(A, B, W, solver=solver)
+        gamma, info = solve_scales(A, B, W, solver=solver, allow_rank_deficient=least_squares)
         beta = relu_on_shift(gamma, B, radius_in)
         net.set_affine(2 * l, gamma, beta)
         # narrow layer: unit scale on the d_out carriers, everything else switched off

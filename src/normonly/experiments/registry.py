@@ -18,7 +18,10 @@ __all__ = ["all_experiments", "get", "import_errors", "register", "unregister"]
 logger = logging.getLogger(__name__)
 
 #: Experiment modules imported on first use; each calls :func:`register` at import time.
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = (
+    "normonly.experiments.e1_exact",
+    "normonly.experiments.e5_width",
+)
 
 _TOY_MODULE = "normonly.experiments._toy"
 

@@ -1,0 +1,150 @@
+"""E5 — minimal width: what happens as the wide width m crosses d_in·d_out? (SPEC §7)
+
+For one target layer ``d_in -> d_out`` the wide width m sweeps from well below to above
+``n = d_in*d_out``. Each trial records the rank of the Khatri-Rao system K (SVD), the best error
+the construction can reach (least-squares γ when K cannot be solved exactly: measured on the ball
+like any certificate), and two counts: the construction needs ``m >= n`` (rank K <= m), while any
+scheme with 2(m + d_out) trainable numbers needs at least about as many as the target's
+``d_in*d_out + d_out`` parameters (the counting bound, SPEC §2 "Counting").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from normonly.experiments._common import group, md_table, median, pyplot
+from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
+from normonly.experiments.registry import register
+
+__all__ = ["E5Config", "EXPERIMENT"]
+
+
+@dataclass(frozen=True)
+class E5Config(ExperimentConfig):
+    shapes: tuple[str, ...] = ("4x4", "6x3")  # "d_in x d_out" of the target layer
+    ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.5, 2.0)  # m / (d_in*d_out)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    radius: float = 1.0
+    n_points: int = 2000
+
+    @classmethod
+    def full(cls) -> E5Config:
+        return cls(
+            shapes=("4x4", "6x3", "8x8", "12x6"),
+            ratios=(0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 0.95, 1.0, 1.05, 1.25, 1.5, 2.0, 4.0),
+            seeds=(0, 1, 2, 3, 4),
+            n_points=10_000,
+        )
+
+
+def _shape(s: str) -> tuple[int, int]:
+    try:
+        a, b = (int(t) for t in s.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"shape {s!r} must look like '4x3' (d_in x d_out)") from None
+    return a, b
+
+
+def trials(cfg: E5Config) -> list[dict]:
+    out = []
+    for s in cfg.shapes:
+        d_in, d_out = _shape(s)
+        n = d_in * d_out
+        for m in sorted({max(1, math.ceil(r * n - 1e-9)) for r in cfg.ratios}):
+            for seed in cfg.seeds:
+                out.append({"key": f"{s}-m{m}-s{seed}", "seed": seed, "shape": s, "m": m})
+    return out
+
+
+def run_trial(cfg: E5Config, trial: dict) -> dict:
+    from normonly import TargetMLP, verify
+    from normonly.construct.wide import build_wide
+
+    d_in, d_out = _shape(trial["shape"])
+    m, seed = trial["m"], trial["seed"]
+    target = TargetMLP.random([d_in, d_out], seed=seed)
+    net, layers = build_wide(target, radius=cfg.radius, width=m, seed=seed, least_squares=True)
+    cert = verify(net, target, radius=cfg.radius, n_points=cfg.n_points, seed=seed, layers=layers)
+    n = d_in * d_out
+    return {
+        **trial,
+        "d_in": d_in,
+        "d_out": d_out,
+        "n": n,
+        "ratio": m / n,
+        "rank": layers[0].rank,
+        "rel_residual": layers[0].rel_residual,
+        "max_rel_error": cert.max_rel_error,
+        "max_abs_error": cert.max_abs_error,
+        "exact": bool(cert.passed),
+        "trainable": 2 * (m + d_out),
+        "target_params": target.num_parameters(),
+        "counting_bound_m": max(0, math.ceil((target.num_parameters() - 2 * d_out) / 2)),
+        "radius": cfg.radius,
+    }
+
+
+def figures(cfg: E5Config, rows: list[dict], outdir: Path) -> list[Path]:
+    plt = pyplot()
+    shapes = group(rows, "shape")
+    fig, axes = plt.subplots(2, len(shapes), figsize=(4.6 * len(shapes), 7), squeeze=False)
+    for col, ((s,), rs) in enumerate(shapes.items()):
+        pts = group(rs, "m")
+        ms = [m for (m,) in pts]
+        n, bound = rs[0]["n"], rs[0]["counting_bound_m"]
+        ax = axes[0][col]
+        ax.plot(ms, [median(g, "rank") for g in pts.values()], "o-", label="rank of K (median)")
+        ax.plot(ms, [min(m, n) for m in ms], "k:", lw=1, label="min(m, d_in·d_out)")
+        ax.set(xlabel="wide width m (units)", ylabel="rank", title=f"{s} layer: rank of K")
+        ax2 = axes[1][col]
+        err = [max(max(r["max_rel_error"] for r in g), 1e-17) for g in pts.values()]
+        ax2.plot(ms, err, "o-", color="C3", label="best error of the construction (worst seed)")
+        ax2.set(yscale="log", xlabel="wide width m (units)", ylabel="max relative error (float64)",
+                title=f"{s} layer: least-squares error")  # fmt: skip
+        for a in (ax, ax2):
+            a.axvline(n, color="C2", ls="--", lw=1, label=f"m = d_in·d_out = {n}")
+            a.axvline(bound, color="C4", ls="-.", lw=1, label=f"counting bound m ≈ {bound}")
+            a.legend(fontsize=7)
+    fig.suptitle(f"E5: minimal width (radius {cfg.radius:g}, {cfg.n_points} points, float64)")
+    fig.tight_layout()
+    return [save_figure(fig, outdir / "e5_minimal_width.png")]
+
+
+def summarize(cfg: E5Config, rows: list[dict]) -> tuple[str, str]:
+    table = md_table(
+        ["shape", "m", "m / (d_in·d_out)", "median rank", "max rel error", "exact (certified)"],
+        [
+            (s, m, g[0]["ratio"], median(g, "rank"), max(r["max_rel_error"] for r in g),
+             f"{sum(r['exact'] for r in g)}/{len(g)}")
+            for (s, m), g in group(rows, "shape", "m").items()
+        ],
+    )  # fmt: skip
+    below = [r for r in rows if r["m"] < r["n"]]
+    above = [r for r in rows if r["m"] >= r["n"]]
+    sentence = (
+        f"Below m = d_in·d_out the rank of K equals m in "
+        f"{sum(r['rank'] == r['m'] for r in below)}/{len(below)} trials and no trial is exact "
+        f"(smallest error {min((r['max_rel_error'] for r in below), default=float('nan')):.1e}); "
+        f"from m = d_in·d_out on, {sum(r['exact'] for r in above)}/{len(above)} trials are exact "
+        f"(worst error {max((r['max_rel_error'] for r in above), default=float('nan')):.1e}): "
+        f"the construction's threshold is sharp, {median(rows, lambda r: r['n'] / max(1, r['counting_bound_m'])):.2g}x "
+        "the counting lower bound on m (median over shapes)."
+    )
+    return table, sentence
+
+
+EXPERIMENT = register(
+    Experiment(
+        name="E5",
+        title="Minimal width",
+        question="How wide must the random layer be: what rank and error does the construction "
+        "reach as m crosses d_in·d_out, and how does that compare with the counting bound?",
+        config_cls=E5Config,
+        trials=trials,
+        run_trial=run_trial,
+        figures=figures,
+        summarize=summarize,
+    )
+)
