@@ -4,6 +4,8 @@ Freeze every weight of a random ReLU network, set only the per-unit scale γ and
 normalization layers, and it reproduces any ReLU network O(√width) times narrower exactly on a
 ball (Giannou, Rajput, Papailiopoulos, COLT 2023).
 
+Public names are imported lazily (PEP 562) so that ``normonly --help`` does not pay for torch.
+
 Example
 -------
 >>> import normonly
@@ -13,40 +15,62 @@ Example
 True
 """
 
-from normonly.certificate import Certificate, LayerCertificate, sample_ball, verify
-from normonly.construct import Reconstruction, reconstruct
-from normonly.errors import (
-    CertificateError,
-    IllConditionedWarning,
-    InfeasibleError,
-    NormonlyError,
-    RankDeficientError,
-    UncertifiedDtypeWarning,
-)
-from normonly.linalg import khatri_rao, solve_scales
-from normonly.network import Affine, MaskedLinear, NormNet, load_network
-from normonly.target import TargetMLP
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Affine",
-    "Certificate",
-    "CertificateError",
-    "IllConditionedWarning",
-    "InfeasibleError",
-    "LayerCertificate",
-    "MaskedLinear",
-    "NormNet",
-    "NormonlyError",
-    "RankDeficientError",
-    "Reconstruction",
-    "TargetMLP",
-    "UncertifiedDtypeWarning",
-    "khatri_rao",
-    "load_network",
-    "reconstruct",
-    "sample_ball",
-    "solve_scales",
-    "verify",
-]
+_WHERE = {
+    "Certificate": "normonly.certificate",
+    "LayerCertificate": "normonly.certificate",
+    "sample_ball": "normonly.certificate",
+    "verify": "normonly.certificate",
+    "Reconstruction": "normonly.construct",
+    "reconstruct": "normonly.construct",
+    "CertificateError": "normonly.errors",
+    "IllConditionedWarning": "normonly.errors",
+    "InfeasibleError": "normonly.errors",
+    "NormonlyError": "normonly.errors",
+    "RankDeficientError": "normonly.errors",
+    "UncertifiedDtypeWarning": "normonly.errors",
+    "khatri_rao": "normonly.linalg",
+    "solve_scales": "normonly.linalg",
+    "Affine": "normonly.network",
+    "MaskedLinear": "normonly.network",
+    "NormNet": "normonly.network",
+    "load_network": "normonly.network",
+    "TargetMLP": "normonly.target",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'normonly' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from normonly.certificate import Certificate, LayerCertificate, sample_ball, verify
+    from normonly.construct import Reconstruction, reconstruct
+    from normonly.errors import (
+        CertificateError,
+        IllConditionedWarning,
+        InfeasibleError,
+        NormonlyError,
+        RankDeficientError,
+        UncertifiedDtypeWarning,
+    )
+    from normonly.linalg import khatri_rao, solve_scales
+    from normonly.network import Affine, MaskedLinear, NormNet, load_network
+    from normonly.target import TargetMLP

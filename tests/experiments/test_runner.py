@@ -39,7 +39,8 @@ def test_replace_coerces_strings():
     )
     assert cfg == _Cfg(5, 1e-3, True, "b", (4, 5, 6), (0.1, 1.0), ("adam", "sgd"))
     assert _Cfg().replace(flag="0").flag is False
-    assert _Cfg().replace(sizes="").sizes == ()
+    with pytest.raises(ValueError, match="sizes must not be empty"):
+        _Cfg().replace(sizes="")
     assert _Cfg().replace(k="7").k == 7
     assert _Cfg(k=7).replace(k="none").k is None
     assert _Cfg().replace(sizes=[3, 4]).sizes == (3, 4)

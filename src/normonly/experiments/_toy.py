@@ -8,7 +8,7 @@ package so that spawned worker processes and Ray workers can import ``run_trial`
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class ToyConfig(ExperimentConfig):
     n_trials: int = 4
     scale: float = 1.0
     sleep: float = 0.0
-    fail_keys: tuple[str, ...] = ()
+    fail_keys: tuple[str, ...] = field(default=(), metadata={"allow_empty": True})
     widths: tuple[int, ...] = (2, 3)
     verbose: bool = False
 

@@ -159,6 +159,23 @@ class ExperimentConfig:
         """The preset used by ``--profile full``; subclasses override it (default: ``quick``)."""
         return cls.quick()
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple) and not value and not f.metadata.get("allow_empty"):
+                raise ValueError(
+                    f"{type(self).__name__}.{f.name} must not be empty: a sweep needs at least "
+                    "one value (e.g. --set " + f.name + "=1,2)"
+                )
+        self.validate()
+
+    def validate(self) -> None:
+        """Check field values (subclasses override; raise ValueError naming the field).
+
+        Empty tuple fields are refused before this runs (a sweep over nothing is a mistake),
+        unless declared with ``field(metadata={"allow_empty": True})``.
+        """
+
     @classmethod
     def field_types(cls) -> dict[str, Any]:
         """Map each init field name to its resolved type annotation."""

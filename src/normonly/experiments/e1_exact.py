@@ -28,6 +28,16 @@ class E1Config(ExperimentConfig):
     n_points: int = 2000
     norm: str = "batchnorm"
 
+    def validate(self) -> None:
+        from normonly._checks import check_int, check_overparam, check_radius
+
+        check_radius(self.radius)
+        check_int("n_points", self.n_points, minimum=2)
+        for w in (*self.widths, *self.depths):
+            check_int("widths/depths", w, minimum=1)
+        for o in self.overparams:
+            check_overparam(o)
+
     @classmethod
     def full(cls) -> E1Config:
         return cls(

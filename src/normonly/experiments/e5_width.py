@@ -29,6 +29,17 @@ class E5Config(ExperimentConfig):
     radius: float = 1.0
     n_points: int = 2000
 
+    def validate(self) -> None:
+        from normonly._checks import check_int, check_radius
+
+        check_radius(self.radius)
+        check_int("n_points", self.n_points, minimum=2)
+        for s in self.shapes:
+            if min(_shape(s)) < 1:
+                raise ValueError(f"shape {s!r} needs d_in, d_out >= 1")
+        if any(not r > 0 for r in self.ratios):
+            raise ValueError(f"ratios must be > 0 (m / (d_in*d_out)), got {self.ratios}")
+
     @classmethod
     def full(cls) -> E5Config:
         return cls(
