@@ -4,7 +4,7 @@ A :class:`Certificate` holds the domain radius and dtype, one :class:`LayerCerti
 Khatri-Rao system (shape, rank, condition, relative residual, ReLU-on margin), and the measured
 max absolute and relative error of network vs target on seeded points inside the ball ``‖x‖ ≤ R``
 and on its sphere. ``passed`` compares the relative error with a tolerance that scales with the
-dtype's epsilon and the condition numbers of the solves.
+dtype's epsilon and the condition numbers of the solves; only float64 networks can pass.
 
 Relative error is ``max_x ‖net(x) − f(x)‖_∞ / max_x ‖f(x)‖_∞`` over the same points: normalised by
 the target's output scale, since a per-point ratio is meaningless where ``f(x) ≈ 0``.
@@ -226,8 +226,12 @@ def verify(
     rel_err = abs_err / scale if scale > 0 else abs_err
     tol = tolerance(p.dtype, [c.cond for c in layers], target.depth)
     notes = []
-    if p.dtype != torch.float64:
-        notes.append(f"{p.dtype} is below float64: exactness is certified for float64 only")
+    certifiable = p.dtype == torch.float64
+    if not certifiable:
+        notes.append(
+            f"{p.dtype} is below float64: exactness is certified for float64 only, so this "
+            f"certificate fails whatever the error (tolerance shown for {p.dtype})"
+        )
     counts = net.parameter_counts() if hasattr(net, "parameter_counts") else {}
     return Certificate(
         method=method or meta.get("method", "unknown"),
@@ -241,7 +245,7 @@ def verify(
         max_abs_error_sphere=e_sp,
         output_scale=scale,
         tolerance=tol,
-        passed=bool(rel_err <= tol),
+        passed=bool(certifiable and rel_err <= tol),
         counts=counts,
         layers=list(layers),
         target_widths=target.widths,

@@ -1,0 +1,168 @@
+"""The catalogue of bad inputs (issue 9): each gives its exact error type and a message that says
+what was wrong and what would work. Nothing wrong is returned silently.
+
+Covered elsewhere, in place: disk full mid-sweep and unwritable directories
+(tests/experiments/test_store.py, test_runner.py, test_cli.py), the CLI fuzz
+(tests/test_cli_fuzz.py).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+import safetensors.torch
+import torch
+from torch import nn
+
+from normonly import (
+    CertificateError,
+    InfeasibleError,
+    TargetMLP,
+    UncertifiedDtypeWarning,
+    load_network,
+    reconstruct,
+    verify,
+)
+from normonly.experiments.e1_exact import E1Config
+
+F64 = torch.float64
+
+
+def _target():
+    return TargetMLP.random([4, 5, 3], seed=0)
+
+
+# --------------------------------------------------------------------------- targets
+@pytest.mark.parametrize(
+    "make, exc, match",
+    [
+        (lambda: TargetMLP([], []), ValueError, "at least one Linear layer"),
+        (lambda: TargetMLP.from_torch(nn.Sequential()), ValueError, "no nn.Linear"),
+        (lambda: TargetMLP([torch.full((2, 2), math.nan)], [torch.zeros(2)]), ValueError,
+         "non-finite entries .* finite weights"),
+        (lambda: TargetMLP([torch.full((2, 2), math.inf)], [torch.zeros(2)]), ValueError,
+         "non-finite"),
+        (lambda: TargetMLP([torch.ones(2, 2)], [torch.tensor([0.0, math.nan])]), ValueError,
+         "layer 0 bias has 1 non-finite"),
+        (lambda: TargetMLP([torch.ones(3, 2), torch.ones(2, 4)], [torch.ones(3), torch.ones(2)]),
+         ValueError, "layer 1 expects 4 inputs but layer 0 has 3 outputs"),
+        (lambda: TargetMLP.from_torch(nn.Sequential(nn.Linear(2, 3), nn.Sigmoid(), nn.Linear(3, 1))),
+         TypeError, "layer '1' is Sigmoid"),
+        (lambda: TargetMLP.from_torch(nn.Sequential(nn.Conv1d(1, 1, 1))), TypeError,
+         "layer '0' is Conv1d"),
+        (lambda: TargetMLP.from_torch(nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.ReLU(),
+                                                    nn.Linear(3, 1))),
+         TypeError, "layer '1' is BatchNorm1d"),
+        (lambda: TargetMLP.from_torch(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Dropout(),
+                                                    nn.Linear(3, 1))),
+         TypeError, "layer '2' is Dropout"),
+        (lambda: TargetMLP([torch.ones(2, 2, dtype=torch.int64)], [torch.zeros(2)]), TypeError,
+         "floating point"),
+    ],
+)  # fmt: skip
+def test_bad_targets(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+# --------------------------------------------------------------------------- files
+def _save(path, tensors):
+    safetensors.torch.save_file(tensors, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "tensors, match",
+    [
+        ({"0.bias": torch.ones(2)}, "missing tensor '0.weight'"),
+        ({"0.weight": torch.ones(2, 3), "0.bias": torch.ones(2), "1.extra": torch.ones(1)},
+         "unexpected tensor '1.extra'"),
+        ({"0.weight": torch.ones(2, 3, 1)}, "must be 2-D"),
+        ({"0.weight": torch.ones(2, 3), "0.bias": torch.ones(5)}, "bias must have shape \\(2,\\)"),
+        ({"0.weight": torch.ones(2, 3), "2.weight": torch.ones(4, 7)}, "consecutive widths"),
+        ({"0.weight": torch.ones(2, 3, dtype=torch.int32)}, "dtype torch.int32, need a float"),
+        ({"0.weight": torch.tensor([[1.0, math.nan]])}, "non-finite"),
+    ],
+)  # fmt: skip
+def test_bad_target_files(tmp_path, tensors, match):
+    with pytest.raises(ValueError, match=match):
+        TargetMLP.load(_save(tmp_path / "t.safetensors", tensors))
+
+
+def test_files_that_are_not_safetensors_are_never_unpickled(tmp_path, monkeypatch):
+    called = []
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: called.append(1))
+    pk = tmp_path / "model.pt"
+    torch.save({"0.weight": torch.ones(2, 2)}, pk)
+    for loader in (TargetMLP.load, load_network):
+        with pytest.raises(ValueError, match="never unpickles"):
+            loader(pk)
+    raw = tmp_path / "model.pkl"
+    raw.write_bytes(pickle.dumps({"0.weight": [1.0]}, protocol=2))
+    with pytest.raises(ValueError, match="never unpickles"):
+        TargetMLP.load(raw)
+    text = tmp_path / "notes.safetensors"
+    text.write_text("just some text")
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        TargetMLP.load(text)
+    assert not called
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        TargetMLP.load(tmp_path)
+    with pytest.raises(ValueError, match="no normonly metadata.*TargetMLP.load"):
+        load_network(_save(tmp_path / "t.safetensors", {"0.weight": torch.ones(2, 3)}))
+
+
+# --------------------------------------------------------------------------- arguments
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({"radius": 0}, ValueError, "radius must be a finite number > 0 .* got 0"),
+        ({"radius": -2.0}, ValueError, "radius must be a finite number > 0"),
+        ({"radius": math.nan}, ValueError, "radius must be a finite number > 0"),
+        ({"radius": math.inf}, ValueError, "radius must be a finite number > 0"),
+        ({"radius": 1e15}, ValueError, "too large to certify .* rescale your inputs"),
+        ({"overparam": 0.99}, ValueError, "overparam must be a finite number >= 1 .* got 0.99"),
+        ({"overparam": math.nan}, ValueError, "overparam must be"),
+        ({"density": 0.0}, ValueError, "density must be in \\(0, 1\\]"),
+        ({"density": 1.5}, ValueError, "density must be in \\(0, 1\\] .* got 1.5"),
+        ({"density": math.nan}, ValueError, "density must be in"),
+        ({"width": 10}, InfeasibleError, "width 10 is too small .* need width >= 20"),
+        ({"norm": "layernorm"}, ValueError, "not a per-unit affine"),
+        ({"method": "residual", "k": 0}, ValueError, "k"),
+        ({"method": "residual", "k": 99}, ValueError, "k"),
+        ({"seed": -1}, ValueError, "seed must be an integer >= 0"),
+        ({"dtype": torch.int32}, TypeError, "floating torch.dtype"),
+    ],
+)  # fmt: skip
+def test_bad_reconstruct_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        reconstruct(_target(), n_points=20, **kwargs)
+
+
+def test_verify_outside_the_certified_ball():
+    rec = reconstruct(_target(), radius=2.0, n_points=50)
+    with pytest.raises(CertificateError, match="radius 3 exceeds the radius 2 .* reconstruct with"):
+        verify(rec.net, _target(), radius=3.0)
+    with pytest.raises(ValueError, match="radius must be"):
+        verify(rec.net, _target(), radius=-1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_low_precision_requests_warn_with_the_measured_error(dtype):
+    with pytest.warns(UncertifiedDtypeWarning, match="certified in float64 only.*measured max rel"):
+        rec = reconstruct(_target(), n_points=50, dtype=dtype)
+    cert = rec.certificate
+    assert cert.dtype == str(dtype).removeprefix("torch.")
+    assert not cert.passed  # never certified below float64, whatever the error
+    assert cert.max_rel_error > 10 * torch.finfo(torch.float64).eps  # the loss is real
+    assert any("below float64" in n for n in cert.notes)
+
+
+def test_unknown_config_keys_list_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown config key 'nope' .* valid keys: widths"):
+        E1Config().replace(nope=1)
+    with pytest.raises(ValueError, match="unknown config key"):
+        E1Config.from_dict({"widths": [2], "nope": 1})
