@@ -42,6 +42,7 @@ _WHERE = {
     "NormNet": "normonly.network",
     "load_network": "normonly.network",
     "TargetMLP": "normonly.target",
+    "ResidualNormNet": "normonly.residual_network",
 }
 
 __all__ = sorted(_WHERE)
@@ -73,4 +74,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from normonly.linalg import khatri_rao, solve_scales
     from normonly.network import Affine, MaskedLinear, NormNet, load_network
+    from normonly.residual_network import ResidualNormNet
     from normonly.target import TargetMLP

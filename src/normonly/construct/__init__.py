@@ -76,7 +76,8 @@ def reconstruct(
     density : float
         Probability of keeping each frozen random weight (Theorem 3).
     k : int, optional
-        Partition size of the residual method (1 <= k <= d_in of every layer; default d_in).
+        Partition size of the residual method: 1 <= k <= the largest d_in of the target's
+        layers, clipped to each layer's d_in (default: each layer's d_in, one block per layer).
     seed : int
         Seed of the frozen random weights.
     solver : {"auto", "svd", "qr", "lsqr"}

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 #: Experiment modules imported on first use; each calls :func:`register` at import time.
 _MODULES: tuple[str, ...] = (
     "normonly.experiments.e1_exact",
+    "normonly.experiments.e2_residual",
     "normonly.experiments.e5_width",
 )
 
