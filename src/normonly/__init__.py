@@ -43,6 +43,8 @@ _WHERE = {
     "load_network": "normonly.network",
     "TargetMLP": "normonly.target",
     "ResidualNormNet": "normonly.residual_network",
+    "fit_norm_only": "normonly.train",
+    "freeze_all_but_norm": "normonly.train",
 }
 
 __all__ = sorted(_WHERE)
@@ -76,3 +78,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from normonly.network import Affine, MaskedLinear, NormNet, load_network
     from normonly.residual_network import ResidualNormNet
     from normonly.target import TargetMLP
+    from normonly.train import fit_norm_only, freeze_all_but_norm

@@ -1,0 +1,55 @@
+"""Gradient training of normalization parameters only, and its baselines (SPEC §6).
+
+* :func:`freeze_all_but_norm` — for any PyTorch model, leave only norm-layer γ, β trainable.
+* :func:`fit_norm_only` — fit them by Adam, SGD or L-BFGS to a target on the ball or to data.
+* :func:`fit_all_weights`, :func:`fit_last_layer`, :func:`fit_random_weights` — the baselines a
+  reader expects beside it, with the same interface and the same logged history.
+* :func:`gauss_newton_spectrum`, :func:`perturb_parameters` — the local geometry of the loss at a
+  solution (E4's "why" study).
+"""
+
+from __future__ import annotations
+
+from normonly.train.baselines import (
+    count_norm_parameters,
+    fit_all_weights,
+    fit_last_layer,
+    fit_random_weights,
+)
+from normonly.train.conditioning import (
+    GaussNewtonSpectrum,
+    gauss_newton_spectrum,
+    perturb_parameters,
+)
+from normonly.train.data import RegressionData, regression_data, uniform_ball
+from normonly.train.fit import BN_MODES, OPTIMIZERS, FitResult, fit_norm_only, train_entries
+from normonly.train.freeze import (
+    DEFAULT_KINDS,
+    NORM_KINDS,
+    FreezeSummary,
+    freeze_all_but_norm,
+    norm_kind,
+)
+
+__all__ = [
+    "BN_MODES",
+    "DEFAULT_KINDS",
+    "NORM_KINDS",
+    "OPTIMIZERS",
+    "FitResult",
+    "FreezeSummary",
+    "GaussNewtonSpectrum",
+    "RegressionData",
+    "count_norm_parameters",
+    "fit_all_weights",
+    "fit_last_layer",
+    "fit_norm_only",
+    "fit_random_weights",
+    "freeze_all_but_norm",
+    "gauss_newton_spectrum",
+    "norm_kind",
+    "perturb_parameters",
+    "regression_data",
+    "train_entries",
+    "uniform_ball",
+]
