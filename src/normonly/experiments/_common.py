@@ -59,9 +59,9 @@ def pyplot():
 
 def log_ticks(ax, values: Iterable[float], axis: str = "x") -> None:
     """Put plain-number ticks at ``values`` on a log axis (instead of 2×10⁰ style labels)."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     a = ax.xaxis if axis == "x" else ax.yaxis
-    a.set_major_formatter(ScalarFormatter())
+    a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     a.set_minor_formatter(NullFormatter())
     (ax.set_xticks if axis == "x" else ax.set_yticks)(sorted(set(values)))

@@ -1,0 +1,251 @@
+"""E7 — reconstruct a normally trained classifier exactly (SPEC §7).
+
+An ordinary ReLU MLP is trained with plain PyTorch (Adam, cross-entropy, float32) on real data
+that ships offline (scikit-learn's digits, MNIST-1D), saved with
+``safetensors.torch.save_file(seq.state_dict(), path)`` and read back with
+:meth:`normonly.TargetMLP.load`. A frozen random network then gets only its normalization
+parameters set, by the wide construction (Theorem 1) or the residual one (Theorem 2), with the
+domain radius R = the largest input norm over the train and test data. Every trial reports, in
+float64, the test accuracy of the original and of the reconstruction, the fraction of identical
+test predictions, the max logit error on the test set, and the certificate's max error on seeded
+points of the ball ``‖x‖ ≤ R`` and its sphere.
+
+Seeds: ``seed`` fixes the classifier's initialisation and mini-batch order (``seed``,
+``seed + 1``) and the frozen random weights of the reconstruction; ``data_seed`` is the digits
+split or the MNIST-1D generator seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from normonly.experiments._common import group, md_table, pyplot
+from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
+from normonly.experiments.registry import register
+
+__all__ = ["E7Config", "EXPERIMENT"]
+
+
+@dataclass(frozen=True)
+class E7Config(ExperimentConfig):
+    """E7 settings: which data, which classifier, which constructions."""
+
+    datasets: tuple[str, ...] = ("digits", "mnist1d")
+    methods: tuple[str, ...] = ("wide", "residual")
+    seeds: tuple[int, ...] = (0,)
+    digits_hidden: tuple[int, ...] = (32, 32)
+    mnist1d_hidden: tuple[int, ...] = (32, 32)
+    digits_seed: int = 0
+    mnist1d_seed: int = 42
+    epochs: int = 30
+    lr: float = 1e-2
+    batch_size: int = 128
+    overparam: float = 2.0
+    k: int = 8
+    n_points: int = 2000
+
+    def validate(self) -> None:
+        from normonly._checks import check_int, check_overparam
+        from normonly.construct import METHODS
+        from normonly.data import DATASETS
+
+        if not set(self.datasets) <= set(DATASETS):
+            raise ValueError(f"E7Config.datasets must be among {DATASETS}, got {self.datasets}")
+        if not set(self.methods) <= set(METHODS):
+            raise ValueError(f"E7Config.methods must be among {METHODS}, got {self.methods}")
+        for h in (*self.digits_hidden, *self.mnist1d_hidden):
+            check_int("hidden widths", h, minimum=1)
+        for name, low in (("epochs", 1), ("batch_size", 1), ("k", 1), ("n_points", 2),
+                          ("digits_seed", 0), ("mnist1d_seed", 0)):  # fmt: skip
+            check_int(name, getattr(self, name), minimum=low)
+        for s in self.seeds:
+            check_int("seeds", s, minimum=0)
+        check_overparam(self.overparam)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"E7Config.lr must be a finite number > 0, got {self.lr}")
+
+    @classmethod
+    def full(cls) -> E7Config:
+        return cls(seeds=(0, 1, 2), mnist1d_hidden=(64, 64), epochs=60, n_points=10_000)
+
+
+def trials(cfg: E7Config) -> list[dict]:
+    return [
+        {"key": f"{d}-{m}-s{s}", "seed": s, "dataset": d, "method": m}
+        for d in cfg.datasets
+        for m in cfg.methods
+        for s in cfg.seeds
+    ]
+
+
+def _data(cfg: E7Config, name: str):
+    from normonly.data import load_dataset
+
+    return load_dataset(name, cfg.digits_seed if name == "digits" else cfg.mnist1d_seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _trained(cfg: E7Config, name: str, seed: int) -> tuple[dict[str, torch.Tensor], float]:
+    """The trained classifier's state_dict (cached: wide and residual share one classifier)."""
+    from normonly.realdata import train_target_mlp
+
+    hidden = cfg.digits_hidden if name == "digits" else cfg.mnist1d_hidden
+    t0 = time.perf_counter()
+    seq = train_target_mlp(
+        _data(cfg, name), hidden, epochs=cfg.epochs, seed=seed, lr=cfg.lr,
+        batch_size=cfg.batch_size,
+    )  # fmt: skip
+    return {k: v.detach().clone() for k, v in seq.state_dict().items()}, time.perf_counter() - t0
+
+
+def run_trial(cfg: E7Config, trial: dict) -> dict:
+    from safetensors.torch import save_file
+
+    from normonly import TargetMLP, reconstruct
+    from normonly.classifiers import limit_threads
+
+    name, method, seed = trial["dataset"], trial["method"], trial["seed"]
+    with limit_threads(1):
+        data = _data(cfg, name)
+        state, train_time = _trained(cfg, name, seed)
+        with tempfile.TemporaryDirectory() as tmp:  # the user's path: a plain safetensors file
+            path = Path(tmp) / "classifier.safetensors"
+            save_file(state, str(path))
+            target = TargetMLP.load(path)
+        radius = data.max_input_norm()
+        rec = reconstruct(
+            target, method=method, radius=radius, overparam=cfg.overparam,
+            k=cfg.k if method == "residual" else None, seed=seed, n_points=cfg.n_points,
+            verify_seed=seed,
+        )  # fmt: skip
+        with torch.no_grad():
+            logits_t = target(data.X_test)  # (n_test, 10) float64, the trained weights
+            logits_r = rec.net(data.X_test.to(torch.float64))  # (n_test, 10) float64
+            seq32 = target.to_torch(torch.float32)
+            logits_32 = seq32(data.X_test.to(torch.float32))  # as trained (float32)
+    pred_t, pred_r = logits_t.argmax(1), logits_r.argmax(1)
+    err = (logits_r - logits_t).abs()
+    c = rec.certificate
+    acc = lambda p: float((p == data.y_test).double().mean())  # noqa: E731
+    return {
+        **trial,
+        "data_seed": data.seed,
+        "target_widths": target.widths,
+        "target_params": target.num_parameters(),
+        "radius": radius,
+        "n_test": int(data.y_test.numel()),
+        "test_acc_float32": acc(logits_32.argmax(1)),
+        "test_acc_original": acc(pred_t),
+        "test_acc_reconstructed": acc(pred_r),
+        "identical_predictions": float((pred_t == pred_r).double().mean()),
+        "max_logit_error_test": float(err.max()),
+        "max_rel_logit_error_test": float(err.max() / logits_t.abs().max()),
+        "max_abs_error_ball": c.max_abs_error,
+        "max_abs_error_sphere": c.max_abs_error_sphere,
+        "max_rel_error_ball": c.max_rel_error,
+        "passed": c.passed,
+        "tolerance": c.tolerance,
+        "max_cond": max(lc.cond for lc in c.layers),
+        "n_blocks": len(c.layers),
+        "trainable": c.counts["trainable"],
+        "frozen": c.counts["frozen"],
+        "dtype": c.dtype,
+        "n_points": c.n_points,
+        "overparam": cfg.overparam,
+        "k": cfg.k if method == "residual" else None,
+        "train_time_s": train_time,
+        "construct_time_s": rec.wall_time_s,
+    }
+
+
+def figures(cfg: E7Config, rows: list[dict], outdir: Path) -> list[Path]:
+    plt = pyplot()
+    groups = group(rows, "dataset", "method")
+    labels = [f"{d}\n{m}" for d, m in groups]
+    xs = range(len(groups))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax = axes[0]
+    w = 0.27
+    for off, key, lab in [(-w, "max_logit_error_test", "test set"),
+                          (0, "max_abs_error_ball", "ball ‖x‖ ≤ R (all points)"),
+                          (w, "max_abs_error_sphere", "sphere ‖x‖ = R")]:  # fmt: skip
+        ax.bar([x + off for x in xs], [max(r[key] for r in g) for g in groups.values()], w,
+               label=lab)  # fmt: skip
+    ax.set(yscale="log", ylabel="max |logit error| (float64, worst seed)", xticks=list(xs),
+           title="Reconstruction error of the trained classifier")  # fmt: skip
+    ax.set_xticklabels(labels)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    bars = [(-w / 2, "test_acc_original", "original (trained weights)"),
+            (w / 2, "test_acc_reconstructed", "reconstruction (norms only)")]  # fmt: skip
+    for off, key, lab in bars:
+        vals = [100 * sum(r[key] for r in g) / len(g) for g in groups.values()]
+        ax.bar([x + off for x in xs], vals, w, label=lab)
+    for x, g in zip(xs, groups.values(), strict=True):
+        same = min(r["identical_predictions"] for r in g)
+        top = 100 * max(r["test_acc_original"] for r in g)
+        ax.annotate(f"{100 * same:.2f}%\nidentical", (x, top + 2), ha="center", fontsize=7)
+    ax.set(ylabel="test accuracy (%, mean over seeds)", ylim=(0, 119), xticks=list(xs),
+           title="Test accuracy: original vs reconstruction")  # fmt: skip
+    ax.set_xticklabels(labels)
+    ax.legend(fontsize=8, loc="upper right", ncol=2)
+    fig.suptitle("E7: a normally trained MLP rebuilt by setting only the norms of a frozen "
+                 "random net (R = max data norm)")  # fmt: skip
+    return [save_figure(fig, outdir / "e7_classifier.png")]
+
+
+def summarize(cfg: E7Config, rows: list[dict]) -> tuple[str, str]:
+    table = md_table(
+        ["dataset", "method", "target", "R", "seeds", "trainable / frozen", "test acc original",
+         "test acc reconstructed", "identical predictions", "max logit err (test)",
+         "max abs err (ball)", "max rel err (ball)", "certificate"],
+        [
+            (d, m, "→".join(map(str, g[0]["target_widths"])), g[0]["radius"], len(g),
+             f"{g[0]['trainable']} / {g[0]['frozen']}",
+             " ".join(f"{100 * r['test_acc_original']:.2f}%" for r in g),
+             " ".join(f"{100 * r['test_acc_reconstructed']:.2f}%" for r in g),
+             f"{100 * min(r['identical_predictions'] for r in g):.2f}%",
+             max(r["max_logit_error_test"] for r in g), max(r["max_abs_error_ball"] for r in g),
+             max(r["max_rel_error_ball"] for r in g),
+             f"{sum(r['passed'] for r in g)}/{len(g)} passed")
+            for (d, m), g in group(rows, "dataset", "method").items()
+        ],
+    )  # fmt: skip
+    if not rows:
+        return table, "No E7 trials were run."
+    same_acc = sum(r["test_acc_original"] == r["test_acc_reconstructed"] for r in rows)
+    worst = min(r["identical_predictions"] for r in rows)
+    err = max(r["max_logit_error_test"] for r in rows)
+    ball = max(r["max_abs_error_ball"] for r in rows)
+    sentence = (
+        f"In {same_acc} of {len(rows)} reconstructions of trained classifiers "
+        f"({', '.join(sorted({r['dataset'] for r in rows}))}; "
+        f"{', '.join(sorted({r['method'] for r in rows}))} construction) the test accuracy of "
+        f"the norm-only network equals the original's, at least {100 * worst:.2f}% of test "
+        f"predictions are identical, and the max logit error is {err:.1e} on the test set and "
+        f"{ball:.1e} on points of the ball (float64); "
+        f"{sum(r['passed'] for r in rows)}/{len(rows)} certificates passed."
+    )
+    return table, sentence
+
+
+EXPERIMENT = register(
+    Experiment(
+        name="E7",
+        title="Exact reconstruction of a trained classifier",
+        question="Does a frozen random net whose normalization parameters alone are set "
+        "reproduce a normally trained classifier on real data: same predictions, same accuracy?",
+        config_cls=E7Config,
+        trials=trials,
+        run_trial=run_trial,
+        figures=figures,
+        summarize=summarize,
+    )
+)

@@ -1,0 +1,211 @@
+"""Real-data protocols: BN-only training of sparse random networks (E6), trained targets (E7).
+
+E6 follows Frankle, Schwab & Morcos ("Training BatchNorm and Only BatchNorm", ICLR 2021) and the
+CIFAR-10 sweep quoted in SPEC §7: a network keeps PyTorch's default random weights, pruned to a
+kept fraction by a fixed random mask, and one of three sets of numbers is trained
+(:data:`MODES`):
+
+``"bn"``
+    only BatchNorm γ and β (every weight frozen);
+``"random"``
+    the same *number* of randomly chosen (kept) weights, BatchNorm frozen at γ = 1, β = 0 — the
+    control of Frankle et al.; if fewer weights survive the mask, all of them;
+``"all"``
+    every kept weight and every γ, β (ordinary training of the pruned network).
+
+E7's target is an ordinary MLP trained with Adam and cross-entropy (:func:`train_target_mlp`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from normonly.classifiers import accuracy, bn_cnn1d, bn_mlp, fit_classifier, mlp_classifier
+from normonly.data import Dataset
+
+__all__ = [
+    "ARCHS",
+    "MODES",
+    "build_sparse_model",
+    "norm_parameters",
+    "select_trainable",
+    "train_sparse",
+    "train_target_mlp",
+]
+
+logger = logging.getLogger(__name__)
+
+MODES = ("bn", "random", "all")
+ARCHS = ("mlp", "cnn")
+
+
+def norm_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The γ (``weight``) and β (``bias``) of every BatchNorm layer of ``model``."""
+    out: list[nn.Parameter] = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            out += [p for p in (m.weight, m.bias) if p is not None]
+    return out
+
+
+def _weights(model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """(weight, keep-mask) of every Linear/Conv layer; dense layers get an all-ones mask."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, nn.Linear | nn.Conv1d):
+            mask = getattr(m, "mask", None)
+            out.append((m.weight, torch.ones_like(m.weight) if mask is None else mask))
+    return out
+
+
+def select_trainable(
+    model: nn.Module, mode: str, *, seed: int = 0
+) -> tuple[list[tuple[nn.Parameter, torch.Tensor | None]], int]:
+    """Set ``requires_grad`` for one E6 mode and return what is trained.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A network from :func:`build_sparse_model`.
+    mode : {"bn", "random", "all"}
+        See the module docstring. ``"bn"`` uses :func:`normonly.train.freeze_all_but_norm`,
+        ``"random"`` :func:`normonly.train.baselines.random_weight_entries`.
+    seed : int
+        Seed of the random choice of weights (mode ``"random"``).
+
+    Returns
+    -------
+    entries : list of (parameter, 0/1 mask or None)
+        What :func:`~normonly.classifiers.fit_classifier` trains; a mask selects entries.
+    n_trainable : int
+        How many numbers can change (pruned weights are not counted: they stay zero).
+
+    Raises
+    ------
+    ValueError
+        An unknown mode.
+    """
+    from normonly.train import freeze_all_but_norm
+    from normonly.train.baselines import random_weight_entries
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    bn = norm_parameters(model)
+    weights = _weights(model)
+    n_bn = sum(p.numel() for p in bn)
+    n_kept = sum(int(mask.sum()) for _, mask in weights)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if mode == "bn":
+        freeze_all_but_norm(model, kinds=("batchnorm",))
+        return [(p, None) for p in bn], n_bn
+    if mode == "all":
+        entries: list[tuple[nn.Parameter, torch.Tensor | None]] = [(p, None) for p in bn]
+        entries += [(w, None) for w, _ in weights]  # pruned entries get zero gradient (w * mask)
+        for p, _ in entries:
+            p.requires_grad_(True)
+        return entries, n_bn + n_kept
+    n_trainable = min(n_bn, n_kept)  # all surviving weights if fewer than n_bn survive the mask
+    entries = list(random_weight_entries(model, n_trainable, seed=seed)) if n_trainable else []
+    for p, _ in entries:
+        p.requires_grad_(True)
+    return entries, n_trainable
+
+
+def build_sparse_model(
+    arch: str, data: Dataset, *, density: float, width: int, depth: int, seed: int
+) -> nn.Module:
+    """The E6 network for ``data``: ``"mlp"`` (``depth`` hidden layers of ``width``) or
+    ``"cnn"`` (``depth`` convolutions of ``width`` channels, MNIST-1D-shaped signals)."""
+    if arch == "mlp":
+        widths = [data.d_in] + [width] * depth + [data.n_classes]
+        return bn_mlp(widths, density=density, seed=seed)
+    if arch == "cnn":
+        return bn_cnn1d(
+            data.d_in, data.n_classes, channels=width, n_conv=depth, density=density, seed=seed
+        )
+    raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+
+
+def train_sparse(
+    data: Dataset,
+    *,
+    arch: str,
+    mode: str,
+    density: float,
+    width: int,
+    depth: int,
+    epochs: int,
+    lr: float,
+    seed: int,
+    optimizer: str = "adam",
+    batch_size: int = 128,
+) -> dict:
+    """Build, train (one E6 mode) and evaluate a sparse random network; return a result row.
+
+    The model seed fixes the mask and the weights; ``seed + 1`` the choice of random weights
+    (mode ``"random"``) and ``seed + 2`` the mini-batch order.
+
+    Returns
+    -------
+    dict
+        ``train_acc``, ``test_acc`` (fractions), ``n_trainable``, ``n_bn`` (γ/β count),
+        ``n_weights`` (all weight entries), ``n_kept`` (non-zero after the mask), ``final_loss``,
+        ``train_time_s``.
+    """
+    model = build_sparse_model(arch, data, density=density, width=width, depth=depth, seed=seed)
+    entries, n_trainable = select_trainable(model, mode, seed=seed + 1)
+    t0 = time.perf_counter()
+    if entries:
+        losses = fit_classifier(
+            model, data, entries, epochs=epochs, lr=lr, seed=seed + 2, optimizer=optimizer,
+            batch_size=batch_size,
+        )  # fmt: skip
+    else:  # every weight was pruned and mode "random" has nothing to train
+        losses = [float("nan")]
+    weights = _weights(model)
+    return {
+        "train_acc": accuracy(model, data.X_train, data.y_train),
+        "test_acc": accuracy(model, data.X_test, data.y_test),
+        "n_trainable": n_trainable,
+        "n_bn": sum(p.numel() for p in norm_parameters(model)),
+        "n_weights": sum(w.numel() for w, _ in weights),
+        "n_kept": sum(int(m.sum()) for _, m in weights),
+        "final_loss": losses[-1],
+        "train_time_s": time.perf_counter() - t0,
+    }
+
+
+def train_target_mlp(
+    data: Dataset,
+    hidden: Sequence[int],
+    *,
+    epochs: int,
+    seed: int,
+    lr: float = 1e-2,
+    batch_size: int = 64,
+) -> nn.Sequential:
+    """Train an ordinary ReLU MLP classifier ``[d_in, *hidden, n_classes]`` (E7's target).
+
+    Adam with a cosine schedule, cross-entropy, float32, default PyTorch init from ``seed``
+    (weights) and ``seed + 1`` (mini-batch order). Returns the ``nn.Sequential`` in eval mode.
+
+    Example
+    -------
+    >>> from normonly.data import load_digits_split
+    >>> net = train_target_mlp(load_digits_split(0), [16], epochs=1, seed=0)
+    >>> type(net[0]).__name__
+    'Linear'
+    """
+    model = mlp_classifier([data.d_in, *hidden, data.n_classes], seed=seed)
+    losses = fit_classifier(
+        model, data, [(p, None) for p in model.parameters()], epochs=epochs, lr=lr, seed=seed + 1,
+        optimizer="adam", batch_size=batch_size,
+    )  # fmt: skip
+    logger.info("trained %s MLP %s: final loss %.4f", data.name, hidden, losses[-1])
+    return model
