@@ -19,7 +19,7 @@ full: $(STAMP)  ## the paper reproduction, full profile
 	$(BIN)/normonly reproduce --profile full --out results-full
 
 test: $(STAMP)  ## the whole test suite (slow tests included)
-	$(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
 
 bench: $(STAMP)  ## the solver benchmark suite
 	$(BIN)/python benchmarks/bench_solvers.py

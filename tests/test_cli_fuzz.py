@@ -32,7 +32,9 @@ def files(tmp_path_factory):
     (d / "cfg.toml").write_text("radius = 2.0\nseeds = [0]\n")
     (d / "bad.toml").write_text("radius = = 2\n")
     (d / "unknown.json").write_text('{"nonsense": 1}')
-    safetensors.torch.save_file({"0.weight": torch.ones(2, 3, dtype=torch.int32)}, str(d / "int.safetensors"))
+    safetensors.torch.save_file(
+        {"0.weight": torch.ones(2, 3, dtype=torch.int32)}, str(d / "int.safetensors")
+    )
     (d / "dir").mkdir()
     return d
 
@@ -75,7 +77,8 @@ def test_fuzzed_argument_lists_never_traceback(files, monkeypatch, capsys):
     monkeypatch.chdir(files)
 
     @settings(max_examples=N_EXAMPLES, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+              suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                     HealthCheck.too_slow])  # fmt: skip
     @given(st.lists(_tokens(files), max_size=8))
     def check(argv):
         calls["n"] += 1

@@ -44,8 +44,10 @@ def test_set_affine_is_exact_with_running_statistics(norm):
     net = NormNet([3, 6, 2], norm=norm, seed=1)
     net.randomize_running_stats(seed=2)
     g = torch.Generator().manual_seed(0)
-    gamma, beta = torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g,
-                                                                                  dtype=torch.float64)
+    gamma, beta = (
+        torch.randn(6, generator=g, dtype=torch.float64),
+        torch.randn(6, generator=g, dtype=torch.float64),
+    )
     net.set_affine(0, gamma, beta)
     z = torch.randn(10, 6, generator=g, dtype=torch.float64)
     assert torch.allclose(net.norms[0](z), gamma * z + beta, rtol=0, atol=1e-13)

@@ -21,15 +21,6 @@ EPS = torch.finfo(torch.float64).eps
 REL_TOL = 1e-9  # the issue's exactness bar in float64 (≈ 4.5e6 eps)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: extra intra-op threads only contend on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _formula_counts(widths: list[int], k: int | None, overparam: float) -> dict[str, int]:
     """Parameter counts from the target's widths alone (the module docstring's formula)."""
     r = max(widths)

@@ -120,10 +120,14 @@ def test_load_refuses_pickle_and_bad_files(tmp_path):
     with pytest.raises(ValueError, match="need a float"):
         TargetMLP.load(s)
     t = tmp_path / "gap.safetensors"
-    safetensors.torch.save_file({"0.weight": torch.ones(2, 3), "4.weight": torch.ones(1, 2)}, str(t))
+    safetensors.torch.save_file(
+        {"0.weight": torch.ones(2, 3), "4.weight": torch.ones(1, 2)}, str(t)
+    )
     with pytest.raises(ValueError, match="expected \\[0, 2\\]"):
         TargetMLP.load(t)
     u = tmp_path / "shape.safetensors"
-    safetensors.torch.save_file({"0.weight": torch.ones(2, 3), "2.weight": torch.ones(1, 5)}, str(u))
+    safetensors.torch.save_file(
+        {"0.weight": torch.ones(2, 3), "2.weight": torch.ones(1, 5)}, str(u)
+    )
     with pytest.raises(ValueError, match="consecutive widths"):
         TargetMLP.load(u)

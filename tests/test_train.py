@@ -26,15 +26,6 @@ from normonly.train.conditioning import gauss_newton_spectrum, perturb_parameter
 SMALL = {"n_train": 128, "n_val": 32, "n_test": 64}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: intra-op threads only add contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _independent_norm_count(model: nn.Module, marker: str) -> int:
     return sum(
         p.numel()

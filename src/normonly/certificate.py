@@ -217,7 +217,9 @@ def verify(
     if d_in is not None and d_in != target.d_in:
         raise ValueError(f"the network takes {d_in} inputs but the target takes {target.d_in}")
     if layers is None:
-        layers = [LayerCertificate(**{**c, "shape": tuple(c["shape"])}) for c in meta.get("layers", [])]
+        layers = [
+            LayerCertificate(**{**c, "shape": tuple(c["shape"])}) for c in meta.get("layers", [])
+        ]
     inside, sphere = sample_ball(n_points, target.d_in, radius, seed=seed)
     e_in, s_in = _max_error(net, target, inside)
     e_sp, s_sp = _max_error(net, target, sphere)

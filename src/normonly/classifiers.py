@@ -16,9 +16,8 @@ a private generator, so a seed reproduces a network without touching torch's glo
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -34,7 +33,6 @@ __all__ = [
     "bn_mlp",
     "default_init_",
     "fit_classifier",
-    "limit_threads",
     "mlp_classifier",
     "OPTIMIZERS",
 ]
@@ -51,22 +49,6 @@ class MaskedConv1d(nn.Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.weight * self.mask, None)
-
-
-@contextlib.contextmanager
-def limit_threads(n: int = 1) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n)``, then restore the previous setting.
-
-    The real-data models are small: on a shared machine, one intra-op thread per process is
-    several times faster than two competing ones (measured 5 ms vs 240 ms per MLP step under load),
-    and parallelism comes from running trials in separate processes.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(check_int("n", n, minimum=1))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def default_init_(module: nn.Module, g: torch.Generator) -> nn.Module:

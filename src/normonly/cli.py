@@ -11,7 +11,12 @@ import argparse
 import importlib.metadata
 import json
 import logging
+import os
 import sys
+
+# Before torch is imported: idle OpenMP threads sleep instead of spinning, which on a shared
+# 2-core machine made solves 2x slower (benchmarks/README.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn

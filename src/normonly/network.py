@@ -296,7 +296,9 @@ def load_network(path: str | os.PathLike) -> _NormNetBase:
         cfg = json.loads(meta["normonly"])
         cls_name = cfg.pop("class")
     except (ValueError, KeyError, AttributeError, TypeError):
-        raise ValueError(f"{path}: the normonly metadata is not valid JSON with a 'class'") from None
+        raise ValueError(
+            f"{path}: the normonly metadata is not valid JSON with a 'class'"
+        ) from None
     classes = _network_classes()
     if cls_name not in classes:
         raise ValueError(f"{path}: unknown network class {cls_name!r}; known: {sorted(classes)}")

@@ -90,9 +90,7 @@ class TargetMLP:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def random(
-        cls, widths: Sequence[int], *, seed: int, bias_scale: float = 0.5
-    ) -> TargetMLP:
+    def random(cls, widths: Sequence[int], *, seed: int, bias_scale: float = 0.5) -> TargetMLP:
         """A random target: weights N(0, 1/fan_in), biases N(0, bias_scale^2).
 
         Parameters

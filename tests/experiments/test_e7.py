@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from normonly import TargetMLP, reconstruct
-from normonly.classifiers import limit_threads
+from normonly._threads import limit_threads
 from normonly.data import Dataset
 from normonly.experiments.e7_classifier import E7Config, figures, run_trial, summarize, trials
 from normonly.realdata import train_target_mlp

@@ -80,7 +80,7 @@ def reconstruct(
         layers, clipped to each layer's d_in (default: each layer's d_in, one block per layer).
     seed : int
         Seed of the frozen random weights.
-    solver : {"auto", "svd", "qr", "lsqr"}
+    solver : {"auto", "svd", "qr", "lu", "mixed", "cg", "lsqr"}
         Khatri-Rao solver (see :mod:`normonly.linalg.solve`).
     device : str or torch.device
         Where to solve and put the network ("cuda" works when available).

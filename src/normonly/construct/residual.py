@@ -68,6 +68,7 @@ from normonly._checks import check_density, check_int, check_overparam, check_ra
 from normonly.certificate import LayerCertificate
 from normonly.construct.wide import RELU_MARGIN, next_radius, relu_on_shift
 from normonly.linalg.solve import solve_scales
+from normonly.linalg.sparse_rank import require_full_row_rank
 from normonly.network import check_norm, set_norm_affine
 from normonly.residual_network import ResidualNormNet
 from normonly.target import TargetMLP
@@ -236,6 +237,8 @@ def build_residual(
             # N_hid: Khatri-Rao scales, always-on shifts
             M_in = blk.linear_in.weight.detach()[:, src + J]  # (h, |J|)
             M_out = blk.linear_out.weight.detach()[dst : dst + d_out]  # (d_out, h)
+            if bool((M_out == 0).any()) or bool((M_in == 0).any()):
+                require_full_row_rank(M_out, M_in, layer=l)  # sparse: raises with the fix
             gamma, info = solve_scales(M_out, M_in, W[:, J], solver=solver)
             beta = relu_on_shift(gamma, M_in, radius_in)
             _set(blk.norm_hid, gamma, beta)

@@ -24,6 +24,7 @@ import torch
 from normonly.certificate import LayerCertificate
 from normonly.errors import InfeasibleError
 from normonly.linalg.solve import solve_scales
+from normonly.linalg.sparse_rank import require_full_row_rank
 from normonly.network import NormNet
 from normonly.target import TargetMLP
 
@@ -130,6 +131,8 @@ def build_wide(
         B = net.weight(2 * l)[:, :d_in]  # (m, d_in): a uniform net's extra inputs are 0
         A_full = net.weight(2 * l + 1)  # (m_next, m)
         A = A_full[:d_out]  # (d_out, m): the narrow units that carry the output
+        if not least_squares and (bool((A == 0).any()) or bool((B == 0).any())):
+            require_full_row_rank(A, B, layer=l)  # sparse (Theorem 3): raises with the fix
         gamma, info = solve_scales(A, B, W, solver=solver, allow_rank_deficient=least_squares)
         beta = relu_on_shift(gamma, B, radius_in)
         net.set_affine(2 * l, gamma, beta)
@@ -158,4 +161,3 @@ def build_wide(
         )
         radius_in = next_radius(W, b, radius_in)
     return net, certs
-

@@ -99,7 +99,7 @@ def figures(cfg: E1Config, rows: list[dict], outdir: Path) -> list[Path]:
         ax.plot(xs, [max(r["max_rel_error"] for r in g) for g in pts.values()], "o-",
                 label=f"overparam {o:g}")  # fmt: skip
     ax.axhline(1e-9, color="k", ls="--", lw=1, label="1e-9 (exactness bar)")
-    ax.set(xscale="log", yscale="log", xlabel="target width d", title="Worst error over depth, seeds",
+    ax.set(xscale="log", yscale="log", xlabel="target width d", title="Worst over depths, seeds",
            ylabel="max relative error (float64)")  # fmt: skip
     log_ticks(ax, [r["width"] for r in rows])
     ax.legend(fontsize=8)
@@ -130,7 +130,7 @@ def figures(cfg: E1Config, rows: list[dict], outdir: Path) -> list[Path]:
 
 def summarize(cfg: E1Config, rows: list[dict]) -> tuple[str, str]:
     table = md_table(
-        ["width", "overparam", "trials", "max rel error", "median cond", "median solve s", "passed"],
+        ["width", "overparam", "trials", "max rel error", "median cond", "solve s", "passed"],
         [
             (d, o, len(g), max(r["max_rel_error"] for r in g), median(g, "max_cond"),
              median(g, "construct_time_s"), f"{sum(r['passed'] for r in g)}/{len(g)}")
@@ -146,7 +146,11 @@ def summarize(cfg: E1Config, rows: list[dict]) -> tuple[str, str]:
         f"{passed} of {len(rows)} reconstructions passed their certificate; the worst max "
         f"relative error was {worst['max_rel_error']:.1e} (width {worst['width']}, depth "
         f"{worst['depth']}, overparam {worst['overparam']:g})"
-        + (f", the width-5 targets reached {max(r['max_rel_error'] for r in five):.1e}" if five else "")
+        + (
+            f", the width-5 targets reached {max(r['max_rel_error'] for r in five):.1e}"
+            if five
+            else ""
+        )
         + f", and the median condition number fell from {median(conds[lo], 'max_cond'):.3g} at "
         f"overparam {lo[0]:g} to {median(conds[hi], 'max_cond'):.3g} at overparam {hi[0]:g}."
     )

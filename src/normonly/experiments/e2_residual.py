@@ -12,13 +12,12 @@ Targets are written as dash-separated widths, e.g. ``"16-16-16-16"`` (depth 3, w
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from normonly._threads import limit_threads
 from normonly.experiments._common import group, log_ticks, md_table, median, pyplot
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
 from normonly.experiments.registry import register
@@ -94,27 +93,13 @@ def trials(cfg: E2Config) -> list[dict]:
     ]
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    # the matrices are tiny (at most 2·max width × hidden width): extra intra-op threads only
-    # contend for the cores other trials and processes use
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run_trial(cfg: E2Config, trial: dict) -> dict:
     from normonly import TargetMLP, reconstruct
     from normonly.construct.residual import check_k
 
     widths, seed = parse_widths(trial["target"]), trial["seed"]
     target = TargetMLP.random(widths, seed=seed)
-    with _one_thread():
+    with limit_threads(1):
         t0 = time.perf_counter()
         rec = reconstruct(
             target, method="residual", k=trial["k"], radius=trial["radius"],

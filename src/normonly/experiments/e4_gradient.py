@@ -20,7 +20,6 @@ Each method's learning rate is chosen per overparameterization by the median (ov
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from normonly._threads import limit_threads
 from normonly.experiments._common import fmt, group, md_table, pyplot
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
 from normonly.experiments.registry import register
@@ -88,10 +88,10 @@ class E4Config(ExperimentConfig):
     def full(cls) -> E4Config:
         grid = (1e-3, 1e-2, 1e-1)
         return cls(
-            overparams=(1.0, 1.5, 2.0, 4.0), seeds=(0, 1, 2, 3, 4), steps=2000, n_train=4096,
-            n_val=1024, n_test=4096, adam_lrs=grid, sgd_lrs=grid, lbfgs_lrs=(1.0, 0.1),
-            baseline_lrs=grid, why_overparams=(1.0, 2.0, 4.0),
-            why_noise=(1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1), why_steps=300, gn_points=512,
+            overparams=(1.0, 2.0, 4.0), seeds=(0, 1, 2, 3, 4), steps=1000, n_train=4096,
+            n_val=1024, n_test=4096, adam_lrs=grid, sgd_lrs=grid, lbfgs_lrs=(1.0,),
+            baseline_lrs=grid, why_overparams=(2.0, 4.0),
+            why_noise=(1e-8, 1e-6, 1e-4, 1e-2, 1e-1), why_steps=300, gn_points=512,
         )  # fmt: skip
 
 
@@ -111,19 +111,6 @@ def trials(cfg: E4Config) -> list[dict]:
                     key = f"o{o:g}-s{s}-why-{opt}-e{eps:g}"
                     out.append({**base, "key": key, "kind": "why", "optimizer": opt, "noise": eps})
     return out
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Tiny networks: one intra-op thread is faster here and keeps timings comparable."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _finite(x: float) -> float | None:
@@ -154,7 +141,7 @@ def run_trial(cfg: E4Config, trial: dict) -> dict:
     from normonly.train.conditioning import gauss_newton_spectrum, perturb_parameters
 
     seed, o = trial["seed"], trial["overparam"]
-    with _one_thread():
+    with limit_threads(1):
         target = TargetMLP.random(list(cfg.target_widths), seed=seed)
         widths = wide_widths(target, overparam=o, width=None, uniform_width=False)
         net = NormNet(widths, norm="batchnorm", seed=seed)

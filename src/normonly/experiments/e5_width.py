@@ -132,6 +132,7 @@ def summarize(cfg: E5Config, rows: list[dict]) -> tuple[str, str]:
             for (s, m), g in group(rows, "shape", "m").items()
         ],
     )  # fmt: skip
+    ratio = median(rows, lambda r: r["n"] / max(1, r["counting_bound_m"]))
     below = [r for r in rows if r["m"] < r["n"]]
     above = [r for r in rows if r["m"] >= r["n"]]
     sentence = (
@@ -140,7 +141,7 @@ def summarize(cfg: E5Config, rows: list[dict]) -> tuple[str, str]:
         f"(smallest error {min((r['max_rel_error'] for r in below), default=float('nan')):.1e}); "
         f"from m = d_in·d_out on, {sum(r['exact'] for r in above)}/{len(above)} trials are exact "
         f"(worst error {max((r['max_rel_error'] for r in above), default=float('nan')):.1e}): "
-        f"the construction's threshold is sharp, {median(rows, lambda r: r['n'] / max(1, r['counting_bound_m'])):.2g}x "
+        f"the construction's threshold is sharp, {ratio:.2g}x "
         "the counting lower bound on m (median over shapes)."
     )
     return table, sentence

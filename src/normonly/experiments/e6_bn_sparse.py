@@ -125,7 +125,7 @@ def trials(cfg: E6Config) -> list[dict]:
 
 
 def run_trial(cfg: E6Config, trial: dict) -> dict:
-    from normonly.classifiers import limit_threads
+    from normonly._threads import limit_threads
     from normonly.data import load_dataset
     from normonly.realdata import train_sparse
 

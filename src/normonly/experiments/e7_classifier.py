@@ -109,7 +109,7 @@ def run_trial(cfg: E7Config, trial: dict) -> dict:
     from safetensors.torch import save_file
 
     from normonly import TargetMLP, reconstruct
-    from normonly.classifiers import limit_threads
+    from normonly._threads import limit_threads
 
     name, method, seed = trial["dataset"], trial["method"], trial["seed"]
     with limit_threads(1):

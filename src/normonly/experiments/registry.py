@@ -21,7 +21,11 @@ logger = logging.getLogger(__name__)
 _MODULES: tuple[str, ...] = (
     "normonly.experiments.e1_exact",
     "normonly.experiments.e2_residual",
+    "normonly.experiments.e3_sparse",
+    "normonly.experiments.e4_gradient",
     "normonly.experiments.e5_width",
+    "normonly.experiments.e6_bn_sparse",
+    "normonly.experiments.e7_classifier",
 )
 
 _TOY_MODULE = "normonly.experiments._toy"

@@ -57,8 +57,11 @@ def execute_trial(
     versions and commit in ``meta``, ``hostname``, ``timestamp`` and ``device`` (the experiment's
     own ``device`` field wins if it sets one).
     """
+    from normonly._threads import limit_threads
+
     start = time.perf_counter()
-    result = run_trial(config, trial)
+    with limit_threads(1):  # small tensors: one intra-op thread; --jobs gives the parallelism
+        result = run_trial(config, trial)
     wall = time.perf_counter() - start
     if not isinstance(result, dict):
         raise TypeError(f"run_trial must return a dict, got {type(result).__name__}")

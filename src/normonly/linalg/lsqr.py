@@ -26,7 +26,7 @@ class LsqrResult:
     x: torch.Tensor
     iterations: int
     rel_residual: float  # ‖b - A x‖ / ‖b‖, recomputed explicitly at the end
-    acond: float  # LSQR's estimate of cond(A) (a lower bound of the Frobenius condition)
+    acond: float  # LSQR's estimate of the Frobenius condition ‖A‖_F ‖A⁺‖_F
     converged: bool
 
 
@@ -45,7 +45,8 @@ def lsqr(
     Parameters
     ----------
     matvec, rmatvec : callables
-        ``x ↦ A x`` for ``x`` of shape (n,) and ``u ↦ Aᵀ u`` for ``u`` of shape b.shape.
+        ``x ↦ A x`` for ``x`` of shape (n,) and ``u ↦ Aᵀ u`` for ``u`` of shape b.shape; each
+        must return a new tensor (LSQR updates it in place).
     b : (n_rows,) tensor
         Right-hand side; its dtype and device are used throughout.
     n : int
@@ -57,6 +58,18 @@ def lsqr(
     refinements : int
         Extra passes on the explicit residual if the recursive estimate was optimistic (each
         correction lies in the row space of A, so the solution stays minimum-norm).
+
+    Returns
+    -------
+    LsqrResult
+
+    Example
+    -------
+    >>> M = torch.randn(3, 8, dtype=torch.float64)
+    >>> b = torch.randn(3, dtype=torch.float64)
+    >>> res = lsqr(lambda x: M @ x, lambda u: M.T @ u, b, 8, rtol=1e-12, maxiter=100)
+    >>> torch.allclose(res.x, torch.linalg.pinv(M) @ b)
+    True
     """
     x = torch.zeros(n, dtype=b.dtype, device=b.device)
     bnorm = float(b.norm())
@@ -77,6 +90,7 @@ def lsqr(
 
 
 def _lsqr_pass(matvec, rmatvec, b, n, abs_tol, maxiter):
+    """One LSQR run from x = 0; returns (x, iterations, LSQR's cond(A) estimate)."""
     x = torch.zeros(n, dtype=b.dtype, device=b.device)
     u = b.clone()
     beta = float(u.norm())
@@ -90,14 +104,15 @@ def _lsqr_pass(matvec, rmatvec, b, n, abs_tol, maxiter):
     phibar, rhobar = beta, alpha
     anorm2, ddnorm = 0.0, 0.0
     it = 0
-    for it in range(1, maxiter + 1):
-        # Golub-Kahan bidiagonalisation step
-        u = matvec(v) - alpha * u
+    while it < maxiter:
+        it += 1
+        # Golub-Kahan bidiagonalisation step (in place apart from the operator's result)
+        u = matvec(v).sub_(u, alpha=alpha)
         beta = float(u.norm())
         if beta > 0:
             u /= beta
         anorm2 += alpha * alpha + beta * beta
-        v = rmatvec(u) - beta * v
+        v = rmatvec(u).sub_(v, alpha=beta)
         alpha = float(v.norm())
         if alpha > 0:
             v /= alpha
@@ -110,7 +125,7 @@ def _lsqr_pass(matvec, rmatvec, b, n, abs_tol, maxiter):
         phibar = s * phibar
         ddnorm += float(w.norm()) ** 2 / rho**2
         x.add_(w, alpha=phi / rho)
-        w = v - (theta / rho) * w
+        w.mul_(-theta / rho).add_(v)  # w = v - (θ/ρ) w
         if phibar <= abs_tol or alpha == 0.0:
             break
     acond = math.sqrt(anorm2) * math.sqrt(ddnorm)

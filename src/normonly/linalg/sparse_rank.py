@@ -1,0 +1,320 @@
+"""P(full row rank) of sparse random Khatri-Rao systems, and what density would work (SPEC §4).
+
+Draw ``t`` of a (d, m, seed) experiment fixes uniforms ``U_A`` (d_out, m), ``U_B`` (m, d_in);
+at density p an entry is kept iff ``U < p``, so one draw's masks are nested in p, and since
+adding entries never lowers the generic rank, full rank is monotone in p along a draw. That
+makes a threshold sweep cheap (:func:`critical_density_draws`): a few exact rank checks per
+draw (:func:`normonly.linalg.rank.exact_rank_verdict`) give its whole P(full rank) curve.
+
+:func:`require_full_row_rank` is the pre-check of the sparse wide construction: it raises
+:class:`~normonly.errors.RankDeficientError` saying the rank found and needed, the probable
+cause and the density or overparam that would work.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from normonly.errors import RankDeficientError
+from normonly.linalg.rank import (
+    EXACT_MAX_WORK,
+    METHODS,
+    RankReport,
+    exact_rank_verdict,
+    full_row_rank,
+    mask_bounds,
+)
+
+__all__ = [
+    "estimate_full_rank_probability",
+    "critical_density_draws",
+    "necessary_density",
+    "wilson_interval",
+    "dead_unit_free_probability",
+    "density_for_full_rank",
+    "require_full_row_rank",
+]
+
+
+def _draw(d_out: int, d_in: int, m: int, seed: int, t: int):
+    """Uniforms of draw ``t``: entry kept at density p iff U < p (masks nested in p)."""
+    g = torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + t) % 2**63)
+    UA = torch.rand(d_out, m, generator=g, dtype=torch.float64).numpy()
+    UB = torch.rand(m, d_in, generator=g, dtype=torch.float64).numpy()
+    return UA, UB, g
+
+
+def necessary_density(UA: np.ndarray, UB: np.ndarray) -> float:
+    """Largest density at which the bounds already prove K rank deficient for these uniforms.
+
+    At any ``p`` <= the returned value, masks ``UA < p``, ``UB < p`` leave fewer than n live
+    units, a zero row of K, or an output (input) reached by fewer than d_in (d_out) live units.
+    """
+    d_out, m = UA.shape
+    d_in = UB.shape[1]
+    n = d_out * d_in
+    if m < n:
+        return math.inf
+    ta, tb = UA.min(0), UB.min(1)  # A column / B row of unit k non-zero iff p > ta[k] / tb[k]
+    live = np.partition(np.maximum(ta, tb), n - 1)[n - 1]
+    per_out = np.partition(np.maximum(UA, tb), d_in - 1, axis=1)[:, d_in - 1].max()
+    per_in = np.partition(np.maximum(UB, ta[:, None]), d_out - 1, axis=0)[d_out - 1].max()
+    zero_row = max(float(np.maximum(UA[i][:, None], UB).min(0).max()) for i in range(d_out))
+    return float(max(live, per_out, per_in, zero_row))
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k/n (95% for z = 1.96)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def estimate_full_rank_probability(
+    d: int,
+    m: int,
+    p: float,
+    *,
+    trials: int,
+    seed: int,
+    d_out: int | None = None,
+    method: str = "auto",
+) -> dict:
+    """P(K has full row rank) for A (d_out, m), B (m, d) with entries kept with probability p.
+
+    Parameters
+    ----------
+    d : int
+        d_in of the target layer (and d_out unless given).
+    m : int
+        Wide width (columns of K).
+    p : float
+        Density of the masks.
+    trials, seed : int
+        Draw t uses a generator seeded from (seed, t): the same draws for every p.
+    method : {"auto", "exact", "svd", "gram"}
+        ``"auto"``/``"exact"``: generic rank of the mask (exact); ``"svd"``/``"gram"``: numerical
+        rank of Gaussian values (see :func:`full_row_rank`).
+
+    Returns
+    -------
+    dict
+        ``full`` (count), ``p_full``, ``wilson_low``/``wilson_high`` (95%), ``decided_by``
+        (trials decided by bounds / cascade / dense elimination / svd), timings and the inputs.
+
+    Example
+    -------
+    >>> estimate_full_rank_probability(4, 32, 1.0, trials=3, seed=0)["p_full"]
+    1.0
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    d_out = d if d_out is None else d_out
+    t0 = time.perf_counter()
+    full, decided = 0, {"bounds": 0, "cascade": 0, "dense": 0, "svd": 0}
+    for t in range(trials):
+        UA, UB, g = _draw(d_out, d, m, seed, t)
+        ma, mb = UA < p, UB < p
+        if method in ("svd", "gram"):
+            A = torch.randn(d_out, m, generator=g, dtype=torch.float64) * torch.from_numpy(ma)
+            B = torch.randn(m, d, generator=g, dtype=torch.float64) * torch.from_numpy(mb)
+            ok, stage = bool(full_row_rank(A, B, method=method).full), "svd"
+        else:
+            ok, _, stage = exact_rank_verdict(ma, mb, g)
+        full += bool(ok)
+        decided[stage] += 1
+    low, high = wilson_interval(full, trials)
+    wall = time.perf_counter() - t0
+    return {
+        "d_in": d,
+        "d_out": d_out,
+        "m": m,
+        "density": p,
+        "trials": trials,
+        "seed": seed,
+        "method": method,
+        "full": full,
+        "p_full": full / max(trials, 1),
+        "wilson_low": low,
+        "wilson_high": high,
+        "decided_by": decided,
+        "wall_time_s": wall,
+        "seconds_per_trial": wall / max(trials, 1),
+    }
+
+
+def critical_density_draws(
+    d: int,
+    m: int,
+    densities: list[float],
+    *,
+    draws: int,
+    seed: int,
+    d_out: int | None = None,
+    first_draw: int = 0,
+) -> dict:
+    """For each draw, the first density of the grid at which K has full row rank.
+
+    The masks of one draw are nested in p (entry kept iff U < p) and adding entries never lowers
+    the generic rank, so full rank is monotone in p: a galloping + bisection search over the grid
+    needs a few rank checks per draw, and P(full rank at grid[i]) is the fraction of draws whose
+    first full index is <= i. Draws are those of :func:`estimate_full_rank_probability`.
+
+    Returns
+    -------
+    dict
+        ``densities`` (sorted grid), ``first_full`` (index per draw; len(grid) = never),
+        ``full_counts`` (per grid point), ``checks`` (count and seconds per deciding stage).
+    """
+    grid = sorted(set(float(x) for x in densities))
+    d_out = d if d_out is None else d_out
+    checks = {s: [0, 0.0] for s in ("bounds", "cascade", "dense")}
+    first_full = []
+    for t in range(first_draw, first_draw + draws):
+        UA, UB, g = _draw(d_out, d, m, seed, t)
+        p_lo = necessary_density(UA, UB)
+        lo, hi = sum(1 for x in grid if x <= p_lo) - 1, len(grid)  # grid[:lo+1] deficient
+
+        def full_at(i: int) -> bool:
+            t1 = time.perf_counter()
+            ok, _, stage = exact_rank_verdict(UA < grid[i], UB < grid[i], g)  # noqa: B023
+            checks[stage][0] += 1
+            checks[stage][1] += time.perf_counter() - t1
+            return bool(ok)
+
+        step = 1
+        while lo + 1 < hi:  # gallop up from the bound: the threshold is usually close
+            i = min(lo + step, hi - 1)
+            if full_at(i):
+                hi = i
+                break
+            lo, step = i, 2 * step
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if full_at(mid) else (mid, hi)
+        first_full.append(hi)
+    counts = [sum(1 for f in first_full if f <= i) for i in range(len(grid))]
+    return {
+        "densities": grid,
+        "first_full": first_full,
+        "full_counts": counts,
+        "draws": draws,
+        "checks": {k: {"count": c, "seconds": s} for k, (c, s) in checks.items()},
+    }
+
+
+def dead_unit_free_probability(d_out: int, d_in: int, m: int, density: float) -> float:
+    """Poisson estimate of P(no dead wide unit): ``exp(-m·P(A[:,k] = 0 or B[k,:] = 0))``.
+
+    With d_out = d_in = d and m = d² this is SPEC §4's ``exp(-2 d² (1-p)^d)`` (to first order).
+    """
+    q = 1.0 - density
+    return math.exp(-m * (1.0 - (1.0 - q**d_out) * (1.0 - q**d_in)))
+
+
+def density_for_full_rank(
+    d_out: int,
+    d_in: int,
+    m: int,
+    *,
+    level: float = 0.9,
+    draws: int = 16,
+    seed: int = 0,
+    max_entries: int = 2**18,
+) -> tuple[float | None, str]:
+    """A density at which K (d_out*d_in, m) has full row rank with probability >= ``level``.
+
+    Measured over ``draws`` seeded draws on a geometric grid when ``n*m <= max_entries``;
+    otherwise the dead-unit estimate (a lower bound: SPEC §4, tight at m = d_in*d_out).
+
+    Returns
+    -------
+    density : float or None
+        None when no density works (m < d_in*d_out).
+    how : str
+        How it was obtained.
+    """
+    n = d_out * d_in
+    if m < n:
+        return None, f"no density: m={m} < d_in*d_out={n}"
+    if n * m <= max_entries:
+        grid = [float(x) for x in np.geomspace(0.02, 1.0, 40)]
+        res = critical_density_draws(d_in, m, grid, draws=draws, seed=seed, d_out=d_out)
+        ok = [p for p, c in zip(grid, res["full_counts"], strict=True) if c >= level * draws]
+        return (ok[0] if ok else None), f"full rank in >= {level:.0%} of {draws} seeded draws"
+    lo, hi = 0.0, 1.0
+    for _ in range(40):  # P(no dead unit) increases with the density
+        mid = (lo + hi) / 2
+        lo, hi = (
+            (lo, mid) if dead_unit_free_probability(d_out, d_in, m, mid) >= level else (mid, hi)
+        )
+    return hi, f"P(no dead unit) >= {level:.0%} (dead-unit estimate, a lower bound)"
+
+
+def require_full_row_rank(
+    A: torch.Tensor, B: torch.Tensor, *, layer: int = 0, max_work: float = EXACT_MAX_WORK
+) -> RankReport | None:
+    """Raise unless the sparse system ``A diag(γ) B = W`` can have full row rank.
+
+    Returns the :class:`RankReport` when the rank was decided and is full, ``None`` when the
+    system is too large to decide within ``max_work`` (the float solver then judges it).
+
+    Raises
+    ------
+    RankDeficientError
+        With the rank found and needed, the probable cause (dead units, zero rows of K) and
+        the density / overparam that would work (with numbers).
+
+    Example
+    -------
+    >>> A, B = torch.randn(2, 8, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    >>> require_full_row_rank(A, B).rank
+    4
+    """
+    mask_a, mask_b = (A != 0).cpu().numpy(), (B != 0).cpu().numpy()
+    g = torch.Generator().manual_seed(0)
+    full, _, stage = exact_rank_verdict(mask_a, mask_b, g, max_work=max_work)
+    if full is None:
+        return None
+    if full:
+        dead, zero_rows, _ = mask_bounds(mask_a, mask_b)
+        n = A.shape[0] * B.shape[1]
+        return RankReport(n, n, f"exact ({stage}): generic rank of the mask", dead, zero_rows)
+    report = full_row_rank(A, B, method="auto", max_work=max_work)  # the rank, for the message
+    d_out, m = A.shape
+    d_in = B.shape[1]
+    n = d_out * d_in
+    density = (mask_a.sum() + mask_b.sum()) / (mask_a.size + mask_b.size)
+    causes = []
+    if report.dead_units:
+        causes.append(
+            f"{report.dead_units} dead wide unit(s) (a zero column of A or zero row of B)"
+        )
+    if report.zero_rows:
+        causes.append(f"{report.zero_rows} zero row(s) of K (output-input pairs no unit connects)")
+    if not causes:
+        causes.append("the mask leaves fewer independent units than equations (no dead unit)")
+    fixes = []
+    p_ok, how = density_for_full_rank(d_out, d_in, m)
+    if p_ok is not None:
+        fixes.append(f"density >= {p_ok:.2f} at this width ({how})")
+    m2 = max(2 * n, m + n)
+    p2, how2 = density_for_full_rank(d_out, d_in, m2)
+    if p2 is not None:
+        fixes.append(f"overparam {m2 / n:g} (width {m2}) with density >= {p2:.2f} ({how2})")
+    bound = "" if report.exact else " at most"
+    raise RankDeficientError(
+        f"the sparse Khatri-Rao system of layer {layer} ({d_out}x{d_in} target layer, wide width "
+        f"m={m}, observed density {density:.3g}) has rank{bound} {report.rank}, but an exact "
+        f"solve needs full row rank {n} ({report.method}); probable cause: {'; '.join(causes)}; "
+        f"what would work: {' or '.join(fixes) or 'a denser or wider random network'}",
+        rank=report.rank,
+        needed=n,
+    )
