@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from normonly.classifiers import bn_cnn1d, bn_mlp, fit_classifier, limit_threads
+from normonly._threads import limit_threads
+from normonly.classifiers import bn_cnn1d, bn_mlp, fit_classifier
 from normonly.data import Dataset
 from normonly.experiments.e6_bn_sparse import (
     CIFAR10_RESNET34_BN_ONLY,
