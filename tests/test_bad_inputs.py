@@ -135,6 +135,7 @@ def test_files_that_are_not_safetensors_are_never_unpickled(tmp_path, monkeypatc
         ({"method": "residual", "k": 99}, ValueError, r"must be an integer in \[1, 5\].* got 99"),
         ({"seed": -1}, ValueError, "seed must be an integer >= 0"),
         ({"dtype": torch.int32}, TypeError, "floating torch.dtype"),
+        ({"device": "tpu"}, ValueError, "device must be 'cpu' or 'cuda"),
     ],
 )  # fmt: skip
 def test_bad_reconstruct_arguments(kwargs, exc, match):
@@ -166,3 +167,9 @@ def test_unknown_config_keys_list_the_valid_ones():
         E1Config().replace(nope=1)
     with pytest.raises(ValueError, match="unknown config key"):
         E1Config.from_dict({"widths": [2], "nope": 1})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_request_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA is not available here .* use device='cpu'"):
+        reconstruct(_target(), device="cuda")

@@ -7,7 +7,14 @@ from numbers import Integral, Real
 
 import torch
 
-__all__ = ["check_radius", "check_overparam", "check_density", "check_finite", "check_int"]
+__all__ = [
+    "check_radius",
+    "check_overparam",
+    "check_density",
+    "check_finite",
+    "check_int",
+    "check_device",
+]
 
 # Radii beyond this make the ReLU-on shifts (proportional to R) swamp float64 precision.
 MAX_RADIUS = 1e12
@@ -77,3 +84,19 @@ def check_finite(name: str, t: torch.Tensor) -> None:
             f"{name} has {bad} non-finite entries (NaN or Inf); exact reconstruction needs finite "
             "weights: check the training run or the file that produced them"
         )
+
+
+def check_device(device: object) -> torch.device:
+    """Return ``device`` as a ``torch.device`` that exists on this machine."""
+    try:
+        dev = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r} was requested but CUDA is not available here "
+            "(torch.cuda.is_available() is False); use device='cpu'"
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}")
+    return dev

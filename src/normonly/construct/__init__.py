@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from normonly._checks import check_density, check_int, check_overparam, check_radius
+from normonly._checks import (
+    check_density,
+    check_device,
+    check_int,
+    check_overparam,
+    check_radius,
+)
 from normonly.certificate import Certificate, LayerCertificate, verify
 from normonly.errors import UncertifiedDtypeWarning
 from normonly.network import check_norm
@@ -127,6 +133,7 @@ def reconstruct(
     density = check_density(density)
     norm = check_norm(norm)
     seed = check_int("seed", seed, minimum=0)
+    device = check_device(device)
     if width is not None:
         width = check_int("width", width, minimum=1)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
