@@ -16,7 +16,7 @@ run: $(STAMP)  ## the paper reproduction, quick profile
 	$(BIN)/normonly reproduce --profile quick --out results
 
 full: $(STAMP)  ## the paper reproduction, full profile
-	$(BIN)/normonly reproduce --profile full --out results-full
+	$(BIN)/normonly reproduce --profile full --jobs 2 --out results-full
 
 test: $(STAMP)  ## the whole test suite (slow tests included)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
