@@ -48,6 +48,26 @@ class LayerCertificate:
     iterations: int
     wall_time_s: float
 
+    @classmethod
+    def from_solve(
+        cls, info, *, layer: int, block: int, relu_margin: float, radius_in: float
+    ) -> LayerCertificate:
+        """The certificate line of one solve (``info``: a :class:`normonly.linalg.SolveInfo`)."""
+        return cls(
+            layer=layer,
+            block=block,
+            shape=info.shape,
+            solver=info.solver,
+            rank=info.rank,
+            rank_method=info.rank_method,
+            cond=info.cond,
+            rel_residual=info.rel_residual,
+            relu_margin=relu_margin,
+            radius_in=radius_in,
+            iterations=info.iterations,
+            wall_time_s=info.wall_time_s,
+        )
+
 
 @dataclass
 class Certificate:

@@ -262,20 +262,10 @@ def build_residual(
             _set(blk.norm_out, g_out, b_out)
             margins += _stream_margins(W, b, J, C, C_out, lift_src, radius_in, first, last,
                                        last_layer)  # fmt: skip
+            margin = float(torch.cat([m.reshape(-1) for m in margins]).min())
             certs.append(
-                LayerCertificate(
-                    layer=l,
-                    block=j,
-                    shape=info.shape,
-                    solver=info.solver,
-                    rank=info.rank,
-                    rank_method=info.rank_method,
-                    cond=info.cond,
-                    rel_residual=info.rel_residual,
-                    relu_margin=float(torch.cat([m.reshape(-1) for m in margins]).min()),
-                    radius_in=radius_in,
-                    iterations=info.iterations,
-                    wall_time_s=info.wall_time_s,
+                LayerCertificate.from_solve(
+                    info, layer=l, block=j, relu_margin=margin, radius_in=radius_in
                 )
             )
         lift_src = torch.zeros(d_out, dtype=torch.float64)  # σ(·) ≥ 0 needs no lift

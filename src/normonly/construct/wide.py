@@ -144,19 +144,8 @@ def build_wide(
         net.set_affine(2 * l + 1, g_out, b_out)
         margin = float((beta - gamma.abs() * B.norm(dim=1) * radius_in).min())
         certs.append(
-            LayerCertificate(
-                layer=l,
-                block=0,
-                shape=info.shape,
-                solver=info.solver,
-                rank=info.rank,
-                rank_method=info.rank_method,
-                cond=info.cond,
-                rel_residual=info.rel_residual,
-                relu_margin=margin,
-                radius_in=radius_in,
-                iterations=info.iterations,
-                wall_time_s=info.wall_time_s,
+            LayerCertificate.from_solve(
+                info, layer=l, block=0, relu_margin=margin, radius_in=radius_in
             )
         )
         radius_in = next_radius(W, b, radius_in)
