@@ -60,6 +60,12 @@ def _target():
          TypeError, "layer '2' is Dropout"),
         (lambda: TargetMLP([torch.ones(2, 2, dtype=torch.int64)], [torch.zeros(2)]), TypeError,
          "floating point"),
+        (lambda: TargetMLP.random([4], seed=0), ValueError, "at least \\[d_in, d_out\\]"),
+        (lambda: TargetMLP.from_torch(nn.Sequential(nn.Linear(3, 4), nn.ReLU())), ValueError,
+         "ends with a ReLU"),
+        (lambda: TargetMLP.from_torch(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))),
+         ValueError, "two Linear layers in a row"),
+        (lambda: TargetMLP.from_torch(nn.ReLU()), TypeError, "nn.Sequential"),
     ],
 )  # fmt: skip
 def test_bad_targets(make, exc, match):
@@ -84,6 +90,7 @@ def _save(path, tensors):
         ({"0.weight": torch.ones(2, 3), "2.weight": torch.ones(4, 7)}, "consecutive widths"),
         ({"0.weight": torch.ones(2, 3, dtype=torch.int32)}, "dtype torch.int32, need a float"),
         ({"0.weight": torch.tensor([[1.0, math.nan]])}, "non-finite"),
+        ({"0.weight": torch.ones(2, 3), "4.weight": torch.ones(1, 2)}, "expected \\[0, 2\\]"),
     ],
 )  # fmt: skip
 def test_bad_target_files(tmp_path, tensors, match):
@@ -111,6 +118,8 @@ def test_files_that_are_not_safetensors_are_never_unpickled(tmp_path, monkeypatc
     assert not called
     with pytest.raises(IsADirectoryError, match="is a directory"):
         TargetMLP.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TargetMLP.load(tmp_path / "missing.safetensors")
     with pytest.raises(ValueError, match="no normonly metadata.*TargetMLP.load"):
         load_network(_save(tmp_path / "t.safetensors", {"0.weight": torch.ones(2, 3)}))
 
@@ -135,12 +144,20 @@ def test_files_that_are_not_safetensors_are_never_unpickled(tmp_path, monkeypatc
         ({"method": "residual", "k": 99}, ValueError, r"must be an integer in \[1, 5\].* got 99"),
         ({"seed": -1}, ValueError, "seed must be an integer >= 0"),
         ({"dtype": torch.int32}, TypeError, "floating torch.dtype"),
+        ({"radius": "1"}, TypeError, "radius must be a real number"),
+        ({"method": "deep"}, ValueError, "method must be one of"),
+        ({"k": 2}, ValueError, "applies to method='residual' only"),
         ({"device": "tpu"}, ValueError, "device must be 'cpu' or 'cuda"),
     ],
 )  # fmt: skip
 def test_bad_reconstruct_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         reconstruct(_target(), n_points=20, **kwargs)
+
+
+def test_non_relu_target_is_refused_by_reconstruct():
+    with pytest.raises(TypeError, match="Tanh"):
+        reconstruct(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)))
 
 
 def test_verify_outside_the_certified_ball():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import safetensors.torch
 import torch
@@ -117,37 +115,6 @@ def test_too_narrow_request_names_the_width_needed():
         reconstruct(f, width=20)
     with pytest.raises(ValueError, match="overparam must be a finite number >= 1"):
         reconstruct(f, overparam=0.5)
-
-
-@pytest.mark.parametrize(
-    "kwargs, exc, match",
-    [
-        ({"radius": 0.0}, ValueError, "radius must be a finite number > 0"),
-        ({"radius": -1.0}, ValueError, "radius must be a finite number > 0"),
-        ({"radius": math.nan}, ValueError, "radius must be a finite number > 0"),
-        ({"radius": 1e300}, ValueError, "too large"),
-        ({"norm": "layernorm"}, ValueError, "LayerNorm normalises each sample"),
-        ({"method": "deep"}, ValueError, "method must be one of"),
-        ({"k": 2}, ValueError, "residual"),
-        ({"radius": "1"}, TypeError, "radius must be a real number"),
-    ],
-)
-def test_bad_arguments_raise_clearly(kwargs, exc, match):
-    with pytest.raises(exc, match=match):
-        reconstruct(TargetMLP.random([3, 2], seed=0), **kwargs)
-
-
-def test_non_relu_target_is_refused():
-    with pytest.raises(TypeError, match="Tanh"):
-        reconstruct(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)))
-
-
-def test_float32_request_warns_with_measured_error():
-    from normonly import UncertifiedDtypeWarning
-
-    with pytest.warns(UncertifiedDtypeWarning, match="certified in float64 only"):
-        rec = reconstruct(TargetMLP.random([3, 4, 2], seed=0), dtype=torch.float32, n_points=200)
-    assert rec.certificate.dtype == "float32" and not rec.certificate.passed
 
 
 @pytest.mark.slow
