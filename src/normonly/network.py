@@ -317,11 +317,6 @@ def load_network(path: str | os.PathLike) -> _NormNetBase:
 
 
 def _network_classes() -> dict[str, type]:
-    classes: dict[str, type] = {"NormNet": NormNet}
-    try:
-        from normonly.residual_network import ResidualNormNet
+    from normonly.residual_network import ResidualNormNet  # imported late: it imports us
 
-        classes["ResidualNormNet"] = ResidualNormNet
-    except ImportError:  # pragma: no cover - the residual variant is optional at import time
-        pass
-    return classes
+    return {"NormNet": NormNet, "ResidualNormNet": ResidualNormNet}
