@@ -41,10 +41,10 @@ def main() -> None:
     safetensors.torch.save_file(seq.state_dict(), str(path))  # what a user would write
     for R in (0.5, 1.0, 10.0):
         t = time.time()
-        rec = reconstruct(TargetMLP.load(path), radius=R)
+        rec = reconstruct(TargetMLP.load(path, activation="relu"), radius=R)
         report(f"user nn.Sequential 20-32-16-5 from safetensors, R={R}", rec, time.time() - t)
     t = time.time()
-    rec = reconstruct(TargetMLP.random([128, 128], seed=0), overparam=2.0)
+    rec = reconstruct(TargetMLP.random([128, 128], seed=0), radius=1.0, overparam=2.0)
     report("one width-128 layer, overparam 2", rec, time.time() - t)
 
 

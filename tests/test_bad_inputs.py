@@ -157,7 +157,7 @@ def test_bad_reconstruct_arguments(kwargs, exc, match):
 
 def test_non_relu_target_is_refused_by_reconstruct():
     with pytest.raises(TypeError, match="Tanh"):
-        reconstruct(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)))
+        reconstruct(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)), radius=1.0)
 
 
 def test_verify_outside_the_certified_ball():
@@ -171,7 +171,7 @@ def test_verify_outside_the_certified_ball():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_low_precision_requests_warn_with_the_measured_error(dtype):
     with pytest.warns(UncertifiedDtypeWarning, match="certified in float64 only.*measured max rel"):
-        rec = reconstruct(_target(), n_points=50, dtype=dtype)
+        rec = reconstruct(_target(), radius=1.0, n_points=50, dtype=dtype)
     cert = rec.certificate
     assert cert.dtype == str(dtype).removeprefix("torch.")
     assert not cert.passed  # never certified below float64, whatever the error
@@ -189,4 +189,4 @@ def test_unknown_config_keys_list_the_valid_ones():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_request_without_cuda_is_a_clear_error():
     with pytest.raises(ValueError, match="CUDA is not available here .* use device='cpu'"):
-        reconstruct(_target(), device="cuda")
+        reconstruct(_target(), radius=1.0, device="cuda")

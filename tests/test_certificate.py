@@ -22,7 +22,7 @@ def test_sample_ball_inside_and_on_sphere_and_seeded():
 
 def test_verify_detects_a_wrong_network():
     f = TargetMLP.random([3, 5, 2], seed=0)
-    rec = reconstruct(f, n_points=200)
+    rec = reconstruct(f, radius=1.0, n_points=200)
     with torch.no_grad():
         rec.net.norms[-1].bias[0] += 1e-3  # a small error must be caught, not certified
     cert = verify(rec.net, f, radius=1.0, n_points=500)
@@ -52,4 +52,4 @@ def test_certificate_serialises_and_prints():
     assert d["radius"] == 2.0 and d["dtype"] == "float64" and len(d["layers"]) == 2
     assert {"rank", "cond", "rel_residual", "relu_margin"} <= set(d["layers"][0])
     table = rec.certificate.to_table()
-    assert "PASS" in table and "radius R=2" in table
+    assert "PASS" in table and "ball ||x|| <= 2" in table and "proven bound" in table

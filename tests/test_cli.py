@@ -119,7 +119,7 @@ def test_config_file_and_set_overrides(tmp_path, capsys, toy):
         (["run", "TOY", "--config", "missing.toml"], "missing.toml"),
         (["run", "TOY", "--config", "cfg.yaml"], ".toml or .json"),
         (["report", "no-such-dir"], "does not exist"),
-        (["verify", "a.safetensors", "b.safetensors"], "--radius"),
+        (["verify", "a.safetensors", "b.safetensors"], "network file a.safetensors does not exist"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(tmp_path, capsys, toy, monkeypatch, argv, message):

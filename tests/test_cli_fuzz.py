@@ -26,7 +26,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("fuzz")
     target = TargetMLP.random([3, 4, 2], seed=0)
     target.save(d / "target.safetensors")
-    reconstruct(target, n_points=50).net.save(d / "net.safetensors")
+    reconstruct(target, radius=1.0, n_points=50).net.save(d / "net.safetensors")
     (d / "pickle.pt").write_bytes(pickle.dumps({"a": 1}))
     (d / "junk.safetensors").write_bytes(b"\x00" * 40)
     (d / "cfg.toml").write_text("radius = 2.0\nseeds = [0]\n")

@@ -203,7 +203,7 @@ def test_one_certificate_per_block():
 def test_bad_k_raises_with_the_allowed_range(k):
     f = TargetMLP.random([5, 3, 2], seed=0)
     with pytest.raises(ValueError, match=r"k \(partition size\) must be an integer in \[1, 5\]"):
-        reconstruct(f, method="residual", k=k)
+        reconstruct(f, radius=1.0, method="residual", k=k)
 
 
 @pytest.mark.parametrize("k", [2.0, "2", True])

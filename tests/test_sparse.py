@@ -70,8 +70,8 @@ def test_frozen_nonzero_counts_the_kept_weights():
 
 def test_dense_mask_is_the_dense_construction():
     f = TargetMLP.random([4, 5, 3], seed=2)
-    dense = reconstruct(f, overparam=2, seed=4, n_points=200)
-    ones = reconstruct(f, overparam=2, seed=4, density=1.0, n_points=200)
+    dense = reconstruct(f, radius=1.0, overparam=2, seed=4, n_points=200)
+    ones = reconstruct(f, radius=1.0, overparam=2, seed=4, density=1.0, n_points=200)
     sd, so = dense.net.state_dict(), ones.net.state_dict()
     assert sd.keys() == so.keys()
     assert all(torch.equal(sd[k], so[k]) for k in sd)  # byte-identical weights, γ and β
@@ -94,7 +94,7 @@ def test_forced_dead_unit_raises_with_the_message():
         match=r"rank 15, but an exact solve needs full row "
         r"rank 16.*1 dead wide unit.*what would work: .*density >= 0\.\d\d",
     ) as e:
-        reconstruct(f, density=0.9, net=net, n_points=100)
+        reconstruct(f, radius=1.0, density=0.9, net=net, n_points=100)
     assert (e.value.rank, e.value.needed) == (15, 16)
     assert isinstance(e.value, ValueError)
 
@@ -106,7 +106,7 @@ def test_too_low_density_raises_before_solving():
         match=r"has rank \d+, but .* full row rank 36.*"
         r"zero row\(s\) of K.*overparam 2 \(width 72\) with density >= ",
     ):
-        reconstruct(f, density=0.05, seed=0, n_points=100)
+        reconstruct(f, radius=1.0, density=0.05, seed=0, n_points=100)
 
 
 def test_require_full_row_rank_passes_full_and_skips_too_large():
@@ -125,7 +125,7 @@ def test_require_full_row_rank_passes_full_and_skips_too_large():
 def test_property_sparse_reconstruction_is_exact(widths, overparam, density, seed):
     # P(full rank) = 1 in 3000 exact draws for every layer shape here (safely above threshold)
     f = TargetMLP.random(widths, seed=seed)
-    rec = reconstruct(f, density=density, overparam=overparam, seed=seed, n_points=300)
+    rec = reconstruct(f, radius=1.0, density=density, overparam=overparam, seed=seed, n_points=300)
     assert rec.certificate.passed
     assert rec.certificate.max_rel_error <= 1e-9
 
@@ -134,7 +134,7 @@ def test_property_sparse_reconstruction_is_exact(widths, overparam, density, see
 def test_width16_density_half_overparam2_is_exact():
     for s in range(3):
         rec = reconstruct(
-            TargetMLP.random([16, 16, 16], seed=s), density=0.5, overparam=2, seed=s, n_points=2000
+            TargetMLP.random([16, 16, 16], seed=s), density=0.5, overparam=2, seed=s, n_points=2000, radius=1.0
         )
         assert rec.certificate.passed and rec.certificate.max_rel_error <= 1e-9
 

@@ -36,11 +36,11 @@ def test_from_torch_and_safetensors_round_trip(tmp_path):
     seq = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3), nn.ReLU(), nn.Linear(3, 2))
     path = tmp_path / "user.safetensors"
     safetensors.torch.save_file(seq.state_dict(), str(path))  # what a user writes
-    f = TargetMLP.load(path)
+    f = TargetMLP.load(path, activation="relu")  # a bare state_dict: the activation stated
     x = torch.randn(20, 5)
     assert torch.allclose(f(x), seq.double()(x.double()), atol=1e-12)
     f.save(tmp_path / "again.safetensors")
-    g = TargetMLP.load(tmp_path / "again.safetensors")
+    g = TargetMLP.load(tmp_path / "again.safetensors")  # our file records the activation
     assert all(torch.equal(a, b) for a, b in zip(f.weights, g.weights, strict=True))
     # the file we write is the nn.Sequential layout: it loads into the equivalent module
     back = f.to_torch()

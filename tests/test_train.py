@@ -318,7 +318,7 @@ def test_all_weights_trains_everything_and_restores_flags():
 @pytest.mark.slow  # the first torch.func call imports functorch (~2 s)
 def test_gauss_newton_matches_explicit_jacobian_and_sees_flat_directions():
     f = TargetMLP.random([2, 2, 2], seed=1)
-    net = reconstruct(f, n_points=200).net
+    net = reconstruct(f, radius=1.0, n_points=200).net
     x = regression_data(f, n_train=8, n_val=1, n_test=1, seed=0).x_train
     s = gauss_newton_spectrum(net, x)
     params = [p for p in net.parameters() if p.requires_grad]

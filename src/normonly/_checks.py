@@ -14,6 +14,10 @@ __all__ = [
     "check_finite",
     "check_int",
     "check_device",
+    "check_rtol",
+    "check_data",
+    "radius_from_data",
+    "DATA_MARGIN",
 ]
 
 # Radii beyond this make the ReLU-on shifts (proportional to R) swamp float64 precision.
@@ -100,3 +104,69 @@ def check_device(device: object) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}")
     return dev
+
+
+def check_rtol(rtol: object) -> float:
+    """Return ``rtol`` (the certificate's relative tolerance) after checking 0 < rtol < 1."""
+    r = _as_float("rtol", rtol)
+    if not math.isfinite(r) or not 0.0 < r < 1.0:
+        raise ValueError(
+            f"rtol must be a number in (0, 1) (the proven error bound may not exceed rtol times "
+            f"the target's output scale), got {rtol!r}; the default is 1e-9"
+        )
+    return r
+
+
+def check_data(data: object, d_in: int, name: str = "data") -> torch.Tensor:
+    """Return ``data`` (tensor or array of shape (n, d_in)) as a float64 CPU tensor.
+
+    Raises
+    ------
+    TypeError
+        Not a tensor or array of real numbers.
+    ValueError
+        Wrong shape, no rows, or non-finite entries.
+    """
+    import numpy as np
+
+    if isinstance(data, torch.Tensor):
+        t = data.detach()
+    elif isinstance(data, np.ndarray | list | tuple):
+        try:
+            t = torch.as_tensor(np.asarray(data))
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name} must be an array of real numbers") from None
+    else:
+        raise TypeError(
+            f"{name} must be a torch tensor or numpy array of shape (n, {d_in}), got "
+            f"{type(data).__name__}"
+        )
+    if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if t.ndim == 1 and d_in == 1:
+        t = t[:, None]
+    if t.ndim != 2 or t.shape[1] != d_in or t.shape[0] == 0:
+        raise ValueError(
+            f"{name} must have shape (n, {d_in}) with n >= 1 (one input per row), got "
+            f"{tuple(t.shape)}"
+        )
+    t = t.to("cpu", torch.float64)
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t).all(dim=1)).sum())
+        raise ValueError(f"{name} has {bad} rows with NaN or Inf; remove them first")
+    return t
+
+
+# data= sets R to the data's largest norm times (1 + DATA_MARGIN): points on the boundary and
+# data a little beyond (a new batch, rounding in preprocessing) stay inside the certified ball.
+DATA_MARGIN = 0.01
+
+
+def radius_from_data(data: torch.Tensor) -> float:
+    """The certified radius for ``data``: its largest row norm times ``1 + DATA_MARGIN``."""
+    r = float(data.norm(dim=1).max()) * (1.0 + DATA_MARGIN)
+    if r == 0.0:
+        raise ValueError(
+            "every data point is the origin, so the data give no radius; pass radius=R instead"
+        )
+    return check_radius(r, name="radius from data")

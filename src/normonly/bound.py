@@ -185,14 +185,15 @@ class _Forms:
     error).
     """
 
-    def __init__(self, T, t, e_w, e_fp, *, carry_w, carry_fp, radius, nonneg, u) -> None:
+    def __init__(self, T, t, e_w, e_fp, *, carry, radius, nonneg, u) -> None:
         self.T, self.t, self.e_w, self.e_fp = T, t, e_w, e_fp
-        self.carry_w, self.carry_fp = carry_w, carry_fp
+        # carry = (elementwise weights part, elementwise rounding part, 2-norms of the two)
+        self.carry = carry
         self.radius, self.nonneg, self.u = radius, nonneg, u
 
     def _new(self, T, t, e_w, e_fp) -> _Forms:
-        return _Forms(T, t, e_w, e_fp, carry_w=self.carry_w, carry_fp=self.carry_fp,
-                      radius=self.radius, nonneg=self.nonneg, u=self.u)  # fmt: skip
+        return _Forms(T, t, e_w, e_fp, carry=self.carry, radius=self.radius,
+                      nonneg=self.nonneg, u=self.u)  # fmt: skip
 
     @property
     def E(self) -> torch.Tensor:
@@ -272,24 +273,37 @@ class _Forms:
         log.append(_relu_entry(stage, on & keep, off & keep, unproven & keep, lo))
         return self._new(T, t, e_w, e_fp)
 
-    def carried_error(self, W: torch.Tensor, b: torch.Tensor, carriers: torch.Tensor):
+    def carried_error(self, W: torch.Tensor, b: torch.Tensor, carriers: torch.Tensor,
+                      sigma: float):  # fmt: skip
         """Bounds on ``|ŝ_k − (W_i h + b_i)|`` for carrier ``k`` of target unit ``i``.
 
-        ``≤ E_k + ‖T_k − W_i‖ ‖ĥ‖ + |t_k − b_i| + |W_i| |ĥ − h|``; returned as the weights and
-        the rounding part.
+        ``≤ E_k + ‖T_k − W_i‖ ‖ĥ‖ + |t_k − b_i| + |W_i (ĥ − h)|``, where the last term is the
+        smaller of ``|W_i| |ĥ − h|`` (elementwise) and ``‖W_i‖ ‖ĥ − h‖₂``. Returns the weights
+        and rounding parts, elementwise and as 2-norms (the latter propagated with ``σ ≥ ‖W‖₂``,
+        which grows more slowly with depth than ``|W|``).
         """
         W = W.to(self.T)
         c = self.rows(carriers)
         n = W.shape[1]
         Wa = W.abs()
+        rn = _rownorm(W)
+        carry_w, carry_f, norm_w, norm_f = self.carry
         mismatch = _up(_rownorm(c.T - W) * self.radius + (c.t - b.to(self.t)).abs(), 3)
-        err_w = _up(c.e_w + mismatch + Wa @ self.carry_w, n + 3)
-        err_f = _up(c.e_fp + Wa @ self.carry_fp, n + 2)
-        return err_w, err_f
+        fresh_w = _up(c.e_w + mismatch, 2)
+        prop_w = torch.minimum(_up(Wa @ carry_w, n), _up(rn * norm_w, 1))
+        prop_f = torch.minimum(_up(Wa @ carry_f, n), _up(rn * norm_f, 1))
+        err_w = _up(fresh_w + prop_w, 1)
+        err_f = _up(c.e_fp + prop_f, 1)
+        size = err_w.numel() + 2
+        new_norm_w = min(float(_up(err_w.norm(), size)),
+                         float(_up(_up(fresh_w.norm(), size) + sigma * norm_w, 2)))  # fmt: skip
+        new_norm_f = min(float(_up(err_f.norm(), size)),
+                         float(_up(_up(c.e_fp.norm(), size) + sigma * norm_f, 2)))  # fmt: skip
+        return err_w, err_f, new_norm_w, new_norm_f
 
     def target_relu(
         self, W: torch.Tensor, b: torch.Tensor, carriers: torch.Tensor, radius_next: float,
-        stage: str, log: list[dict],
+        stage: str, log: list[dict], sigma: float,
     ) -> _Forms:  # fmt: skip
         """Re-express the units in the network's own values of the next hidden vector.
 
@@ -297,7 +311,7 @@ class _Forms:
         every other unit goes through an ordinary ReLU and keeps only its constant part.
         """
         d_out = W.shape[0]
-        err_w, err_f = self.carried_error(W, b, carriers)
+        carry = self.carried_error(W, b, carriers, sigma)
         is_carrier = torch.zeros(self.t.shape[0], dtype=torch.bool, device=self.t.device)
         is_carrier[carriers] = True
         after = self.relu(stage, log, skip=is_carrier)
@@ -312,10 +326,8 @@ class _Forms:
         e_w[carriers] = 0.0
         e_fp[carriers] = 0.0
         log[-1]["carriers"] = d_out
-        carry = _up((err_w + err_f).norm(), d_out + 2)
-        return _Forms(T, t, e_w, e_fp, carry_w=err_w, carry_fp=err_f,
-                      radius=float(_up(radius_next + carry, 1)), nonneg=True,
-                      u=self.u)  # fmt: skip
+        grown = float(_up(radius_next + carry[2] + carry[3], 2))  # ‖ĥ‖ <= ‖h‖ + ‖ĥ − h‖
+        return _Forms(T, t, e_w, e_fp, carry=carry, radius=grown, nonneg=True, u=self.u)
 
 
 def _relu_entry(stage, on, off, unproven, lo) -> dict:
@@ -408,12 +420,14 @@ def error_bound(net: nn.Module, target, radius: float) -> ErrorBound:
     d_in = target.d_in
     eye = torch.eye(d_in, dtype=torch.float64, device=dev)
     zeros = torch.zeros(d_in, dtype=torch.float64, device=dev)
-    forms = _Forms(eye, zeros, zeros.clone(), zeros.clone(), carry_w=zeros.clone(),
-                   carry_fp=zeros.clone(), radius=radii[0], nonneg=False, u=u)
+    carry = (zeros.clone(), zeros.clone(), 0.0, 0.0)
+    forms = _Forms(eye, zeros, zeros.clone(), zeros.clone(), carry=carry, radius=radii[0],
+                   nonneg=False, u=u)  # fmt: skip
+    sigmas = [spectral_norm_upper(w) for w in target.weights]
     if isinstance(net, ResidualNormNet):
-        out = _residual(net, target, forms, Ws, bs, radii, relu_log)
+        out = _residual(net, target, forms, Ws, bs, radii, sigmas, relu_log)
     elif isinstance(net, NormNet):
-        out = _wide(net, target, forms, Ws, bs, radii, relu_log)
+        out = _wide(net, target, forms, Ws, bs, radii, sigmas, relu_log)
     else:
         raise TypeError(
             f"a proven bound is available for NormNet and ResidualNormNet, got {type(net).__name__}"
@@ -442,7 +456,7 @@ def _check_shape(what: str, have: int, need: int) -> None:
         )
 
 
-def _wide(net, target, forms: _Forms, Ws, bs, radii, log) -> _Forms:
+def _wide(net, target, forms: _Forms, Ws, bs, radii, sigmas, log):
     if len(net.linears) != 2 * target.depth:
         raise ValueError(
             f"the network has {len(net.linears)} layers, a wide construction of a depth-"
@@ -467,13 +481,13 @@ def _wide(net, target, forms: _Forms, Ws, bs, radii, log) -> _Forms:
                 raise ValueError(
                     f"the network has {forms.t.shape[0]} outputs, the target {d_out}"
                 )
-            return forms.carried_error(Ws[l], bs[l], carriers)
+            return forms.carried_error(Ws[l], bs[l], carriers, sigmas[l])
         forms = forms.target_relu(Ws[l], bs[l], carriers, radii[l + 1], f"layer {l} output",
-                                  log)  # fmt: skip
+                                  log, sigmas[l])  # fmt: skip
     raise AssertionError("unreachable")
 
 
-def _residual(net, target, forms: _Forms, Ws, bs, radii, log) -> _Forms:
+def _residual(net, target, forms: _Forms, Ws, bs, radii, sigmas, log):
     layers = [c.get("layer") for c in (getattr(net, "meta", {}) or {}).get("layers", [])]
     if len(layers) != net.depth or sorted(set(layers)) != list(range(target.depth)):
         raise ValueError(
@@ -495,10 +509,10 @@ def _residual(net, target, forms: _Forms, Ws, bs, radii, log) -> _Forms:
             dst = ((l + 1) % 2) * r
             carriers = torch.arange(dst, dst + Ws[l].shape[0], device=pre.t.device)
             forms = pre.target_relu(Ws[l], bs[l], carriers, radii[l + 1], f"layer {l} output",
-                                    log)  # fmt: skip
+                                    log, sigmas[l])  # fmt: skip
         else:
             forms = pre.relu(f"layer {l} block {idx} stream", log)
     start = net.config["out_register"] * r
     out = forms.rows(slice(start, start + target.d_out)).norm(net.readout)
     carriers = torch.arange(target.d_out, device=out.t.device)
-    return out.carried_error(Ws[-1], bs[-1], carriers)
+    return out.carried_error(Ws[-1], bs[-1], carriers, sigmas[-1])

@@ -1,13 +1,17 @@
-"""Certificates: what a construction promises and what was measured (SPEC §5).
+"""Certificates: what a reconstructed network is proven to do, and what was measured.
 
-A :class:`Certificate` holds the domain radius and dtype, one :class:`LayerCertificate` per solved
-Khatri-Rao system (shape, rank, condition, relative residual, ReLU-on margin), and the measured
-max absolute and relative error of network vs target on seeded points inside the ball ``‖x‖ ≤ R``
-and on its sphere. ``passed`` compares the relative error with a tolerance that scales with the
-dtype's epsilon and the condition numbers of the solves; only float64 networks can pass.
+A :class:`Certificate` states the domain (the ball ``‖x‖₂ ≤ R``), the dtype, and
 
-Relative error is ``max_x ‖net(x) − f(x)‖_∞ / max_x ‖f(x)‖_∞`` over the same points: normalised by
-the target's output scale, since a per-point ratio is meaningless where ``f(x) ≈ 0``.
+* ``error_bound``: a **proven** upper bound on ``‖net(x) − f(x)‖∞`` for *every* ``x`` in the
+  ball, computed from the network's own current parameters (:mod:`normonly.bound`);
+* ``max_abs_error``: the largest error measured on seeded points inside the ball, on its sphere
+  and on the user's data — a cross-check that can never exceed the bound (if it does, that is a
+  bug in normonly and :func:`verify` raises);
+* ``passed``: the verdict, decided by the bound alone — ``error_bound ≤ rtol · output_scale`` in
+  float64, and every data point inside the ball. ``reason`` says why in one sentence.
+
+``output_scale`` is the largest ``‖f(x)‖∞`` seen on the measured points (a lower bound on the
+target's scale on the ball, so the relative tolerance errs on the strict side).
 """
 
 from __future__ import annotations
@@ -19,15 +23,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from normonly._checks import check_int, check_radius
+from normonly._checks import check_int, check_radius, check_rtol
 from normonly.errors import CertificateError
 from normonly.target import TargetMLP
 
-__all__ = ["Certificate", "LayerCertificate", "verify", "sample_ball", "tolerance"]
+__all__ = ["Certificate", "LayerCertificate", "verify", "sample_ball", "DEFAULT_RTOL"]
 
-# tolerance = TOL_FACTOR * eps * (depth + Σ_l cond_l): round-off of a backward-stable solve
-# grows with the condition number; the shifts' cancellation adds a few more ulps per layer.
-TOL_FACTOR = 1e3
+# The verdict: the proven bound may not exceed DEFAULT_RTOL times the target's output scale.
+DEFAULT_RTOL = 1e-9
 _CHUNK = 2048  # points per forward pass (wide nets hold (chunk, m) activations)
 
 
@@ -71,7 +74,7 @@ class LayerCertificate:
 
 @dataclass
 class Certificate:
-    """The result of :func:`verify`, with the construction's per-layer diagnostics."""
+    """The result of :func:`verify`: the proven bound, the measured error and the verdict."""
 
     method: str
     radius: float
@@ -83,12 +86,24 @@ class Certificate:
     max_rel_error: float
     max_abs_error_sphere: float
     output_scale: float
-    tolerance: float
+    tolerance: float  # rtol: the bound may not exceed tolerance * output_scale
     passed: bool
+    error_bound: float | None = None  # proven bound on max ||net(x) - f(x)||_inf over the ball
+    bound_rel: float | None = None  # error_bound / output_scale
+    bound_weights: float | None = None  # the part from effective weights differing from W, b
+    bound_rounding: float | None = None  # the part from floating-point rounding (net + target)
+    relu_unproven: int | None = None  # always-on/off ReLUs the bound could not prove
+    relu_margin: float | None = None  # smallest proven margin of an always-on pre-activation
+    reason: str = ""
+    data_points: int = 0  # user data points checked (0: none given)
+    data_outside: int = 0  # of those, outside the certified ball
+    data_max_norm: float | None = None
+    max_abs_error_data: float | None = None
     counts: dict[str, int] = field(default_factory=dict)
     layers: list[LayerCertificate] = field(default_factory=list)
     target_widths: list[int] = field(default_factory=list)
     wall_time_s: float = 0.0
+    bound_time_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -98,11 +113,37 @@ class Certificate:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    def to_table(self) -> str:
-        """A plain-text table for terminals."""
+    def summary(self) -> str:
+        """What a user needs: domain, proven bound, sampled max, verdict and why."""
+        verdict = "PASS" if self.passed else "FAIL"
+        bound = "none" if self.error_bound is None else f"{self.error_bound:.3e}"
         lines = [
-            f"certificate: {self.method} construction, norm={self.norm}, dtype={self.dtype}, "
-            f"radius R={self.radius:g}",
+            f"certificate: {self.method} construction, {self.dtype}, ball ||x|| <= "
+            f"{self.radius:g}",
+            f"  proven bound  max ||net(x) - f(x)||_inf <= {bound} over the whole ball"
+            + (
+                f" (relative {self.bound_rel:.2e}; weights {self.bound_weights:.1e}, rounding "
+                f"{self.bound_rounding:.1e})"
+                if self.error_bound is not None and self.bound_rel is not None
+                else ""
+            ),
+            f"  measured      max error {self.max_abs_error:.3e} on {self.n_points} seeded points"
+            f" (seed {self.seed}) inside the ball and on its sphere"
+            + (
+                f", {self.max_abs_error_data:.3e} on {self.data_points} data points"
+                if self.max_abs_error_data is not None
+                else ""
+            ),
+            f"  output scale  {self.output_scale:.4g}; tolerance {self.tolerance:.0e} x scale",
+            f"  {verdict}: {self.reason}",
+        ]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def to_table(self) -> str:
+        """The summary followed by the construction's per-layer solve diagnostics."""
+        lines = [
+            self.summary(),
             f"target widths {self.target_widths}; trainable {self.counts.get('trainable', '?')}, "
             f"frozen {self.counts.get('frozen', '?')} "
             f"(non-zero {self.counts.get('frozen_nonzero', '?')})",
@@ -121,15 +162,6 @@ class Certificate:
                     f"{c.cond:>9.3g} {c.rel_residual:>9.2e} {c.relu_margin:>11.3g} "
                     f"{c.radius_in:>9.3g}"
                 )
-        verdict = "PASS" if self.passed else "FAIL"
-        lines += [
-            f"measured on {self.n_points} seeded points (seed {self.seed}) in the ball "
-            f"||x|| <= {self.radius:g} and on its sphere, {self.dtype}:",
-            f"  max abs error {self.max_abs_error:.3e} (sphere {self.max_abs_error_sphere:.3e}), "
-            f"max rel error {self.max_rel_error:.3e} (output scale {self.output_scale:.3g})",
-            f"  tolerance {self.tolerance:.1e} -> {verdict}",
-        ]
-        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -154,72 +186,106 @@ def sample_ball(
     return inside.to(dtype), sphere.to(dtype)
 
 
-def tolerance(dtype: torch.dtype, conds: list[float], depth: int) -> float:
-    """Pass/fail threshold on the relative error: ``TOL_FACTOR·eps·(depth + Σ cond)``."""
-    eps = torch.finfo(dtype).eps
-    total = depth + sum(c for c in conds if math.isfinite(c))
-    return TOL_FACTOR * eps * total
-
-
 def _max_error(net: nn.Module, target: TargetMLP, x: torch.Tensor) -> tuple[float, float]:
-    """Max ``‖net(x) − f(x)‖_∞`` and max ``‖f(x)‖_∞`` over the rows of x, in chunks."""
+    """Max ``‖net(x) − f(x)‖_∞`` and max ``‖f(x)‖_∞`` over the rows of x, in chunks.
+
+    The points are cast to the network's dtype first and the target is evaluated (in float64)
+    at the cast points, so a low-precision network is compared on the inputs it really saw.
+    """
     p = next(net.parameters())
     err, scale = 0.0, 0.0
+    chunk = _chunk_size(net)
     with torch.no_grad():
-        for s in range(0, x.shape[0], _CHUNK):
-            xc = x[s : s + _CHUNK]
-            y = net(xc.to(p.device, p.dtype)).to("cpu", torch.float64)
-            f = target(xc.to(torch.float64))
-            if not torch.isfinite(y).all():
-                return math.inf, float(f.abs().max())
-            err = max(err, float((y - f).abs().max()))
+        for s in range(0, x.shape[0], chunk):
+            xc = x[s : s + chunk].to(p.device, p.dtype)
+            y = _forward_inside(net, xc).to("cpu", torch.float64)
+            f = target(xc.to("cpu", torch.float64))
             scale = max(scale, float(f.abs().max()))
+            if not torch.isfinite(y).all():
+                return math.inf, scale
+            err = max(err, float((y - f).abs().max()))
     return err, scale
+
+
+def _chunk_size(net: nn.Module, budget_bytes: int = 256 * 2**20) -> int:
+    """Points per forward pass so that one activation tensor stays within ``budget_bytes``."""
+    widest = max((m.out_features for m in net.modules() if isinstance(m, nn.Linear)), default=1)
+    return max(64, min(_CHUNK, budget_bytes // (8 * widest)))
+
+
+def _forward_inside(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)`` without the outside-the-ball warning (the caller checked the points)."""
+    unchecked = getattr(net, "unchecked_domain", None)
+    if unchecked is None:
+        return net(x)
+    with unchecked():
+        return net(x)
 
 
 def verify(
     net: nn.Module,
     target: TargetMLP,
     *,
-    radius: float,
+    radius: float | None = None,
+    data: object | None = None,
     n_points: int = 10_000,
     seed: int = 0,
+    rtol: float = DEFAULT_RTOL,
     layers: list[LayerCertificate] | None = None,
     method: str | None = None,
 ) -> Certificate:
-    """Measure max absolute and relative error of ``net`` vs ``target`` on the ball of ``radius``.
+    """Prove and measure how well ``net`` reproduces ``target`` on the ball ``‖x‖ ≤ radius``.
 
     Parameters
     ----------
-    net : NormNet or ResidualNormNet (any module mapping (n, d_in) -> (n, d_out))
+    net : NormNet or ResidualNormNet (any module mapping (n, d_in) -> (n, d_out) is measured,
+        but only these two get a proven bound, so only they can pass)
     target : TargetMLP
-    radius : float
-        Radius R of the ball; it may not exceed the radius the net was built for
-        (``net.meta["radius"]``) since exactness holds only there.
+    radius : float, optional
+        Radius R of the ball. Default: the radius the net was built for (``net.meta["radius"]``);
+        a larger one is refused, since exactness holds only there.
+    data : tensor or array of shape (n, d_in), optional
+        The user's inputs: each must lie in the ball (else the certificate fails, saying how
+        many lie outside and the radius they need); the error is also measured on them.
     n_points : int
-        Half inside the ball (uniform), half on the sphere ``‖x‖ = R``.
+        Seeded points for the measured cross-check, half inside the ball, half on its sphere.
     seed : int
         Seed of the points.
+    rtol : float
+        The verdict: PASS iff the proven bound ≤ ``rtol · output_scale`` (float64 only).
     layers : list of LayerCertificate, optional
         The construction's per-layer diagnostics (default: those saved in ``net.meta``).
 
     Raises
     ------
     CertificateError
-        ``radius`` exceeds the certified radius.
-    ValueError
-        Input dimensions of net and target differ, or bad radius/n_points.
+        ``radius`` exceeds the certified radius, or no radius is known.
+    ValueError, TypeError
+        Input dimensions of net and target differ, or bad radius/data/n_points/rtol.
+    RuntimeError
+        The measured error exceeds the proven bound: a bug in normonly, please report it.
     """
     import time
 
+    from normonly._checks import check_data
+    from normonly.bound import error_bound
+
     t0 = time.perf_counter()
-    radius = check_radius(radius)
     n_points = check_int("n_points", n_points, minimum=2)
     seed = check_int("seed", seed, minimum=0)
+    rtol = check_rtol(rtol)
     if not isinstance(target, TargetMLP):
         raise TypeError(f"target must be a TargetMLP, got {type(target).__name__}")
     meta = getattr(net, "meta", {}) or {}
     built_for = meta.get("radius")
+    if radius is None:
+        if built_for is None:
+            raise CertificateError(
+                "no radius: this network does not record the ball it was built for; pass "
+                "radius=R (the largest input norm you need)"
+            )
+        radius = float(built_for)
+    radius = check_radius(radius)
     if built_for is not None and radius > float(built_for) * (1 + 1e-12):
         raise CertificateError(
             f"radius {radius:g} exceeds the radius {float(built_for):g} the network was "
@@ -236,6 +302,7 @@ def verify(
     d_in = getattr(net, "d_in", None) or _input_dim(net)
     if d_in is not None and d_in != target.d_in:
         raise ValueError(f"the network takes {d_in} inputs but the target takes {target.d_in}")
+    X = None if data is None else check_data(data, target.d_in)
     if layers is None:
         layers = [
             LayerCertificate(**{**c, "shape": tuple(c["shape"])}) for c in meta.get("layers", [])
@@ -243,17 +310,49 @@ def verify(
     inside, sphere = sample_ball(n_points, target.d_in, radius, seed=seed)
     e_in, s_in = _max_error(net, target, inside)
     e_sp, s_sp = _max_error(net, target, sphere)
-    abs_err = max(e_in, e_sp)
-    scale = max(s_in, s_sp)
+    abs_err, scale = max(e_in, e_sp), max(s_in, s_sp)
+    data_fields: dict = {}
+    if X is not None:
+        norms = X.norm(dim=1)
+        outside = int((norms > radius * (1 + 1e-12)).sum())
+        inside_rows = X[norms <= radius * (1 + 1e-12)]
+        e_data, s_data = (0.0, 0.0)
+        if inside_rows.shape[0]:
+            e_data, s_data = _max_error(net, target, inside_rows)
+        scale = max(scale, s_data)
+        data_fields = {
+            "data_points": int(X.shape[0]),
+            "data_outside": outside,
+            "data_max_norm": float(norms.max()),
+            "max_abs_error_data": e_data,
+        }
     rel_err = abs_err / scale if scale > 0 else abs_err
-    tol = tolerance(p.dtype, [c.cond for c in layers], target.depth)
-    notes = []
-    certifiable = p.dtype == torch.float64
-    if not certifiable:
+    t1 = time.perf_counter()
+    notes: list[str] = []
+    try:
+        eb = error_bound(net, target, radius)
+    except (TypeError, ValueError) as e:
+        eb = None
+        notes.append(f"no proven bound: {e}")
+    bound_time = time.perf_counter() - t1
+    float64 = p.dtype == torch.float64
+    if not float64:
         notes.append(
             f"{p.dtype} is below float64: exactness is certified for float64 only, so this "
-            f"certificate fails whatever the error (tolerance shown for {p.dtype})"
+            "certificate fails whatever the error (its bound uses "
+            f"{str(p.dtype).replace('torch.', '')} rounding)"
         )
+    if eb is not None and float64 and math.isfinite(eb.bound):
+        worst = max(abs_err, data_fields.get("max_abs_error_data", 0.0))
+        if worst > eb.bound:
+            raise RuntimeError(
+                f"internal error: the measured error {worst:.3e} exceeds the proven bound "
+                f"{eb.bound:.3e}; this is a bug in normonly, please report it with the network "
+                "and target files"
+            )
+    passed, reason = _verdict(eb, scale, rtol, float64, p.dtype, data_fields, radius)
+    relu = eb.relu if eb is not None else []
+    margins = [s["margin"] for s in relu if s["on"] and math.isfinite(s["margin"])]
     counts = net.parameter_counts() if hasattr(net, "parameter_counts") else {}
     return Certificate(
         method=method or meta.get("method", "unknown"),
@@ -266,14 +365,63 @@ def verify(
         max_rel_error=rel_err,
         max_abs_error_sphere=e_sp,
         output_scale=scale,
-        tolerance=tol,
-        passed=bool(certifiable and rel_err <= tol),
+        tolerance=rtol,
+        passed=passed,
+        error_bound=None if eb is None else eb.bound,
+        bound_rel=None if eb is None else (eb.bound / scale if scale > 0 else eb.bound),
+        bound_weights=None if eb is None else eb.weights,
+        bound_rounding=None if eb is None else eb.rounding + eb.target_rounding,
+        relu_unproven=None if eb is None else eb.unproven_relus,
+        relu_margin=min(margins) if margins else None,
+        reason=reason,
+        **data_fields,
         counts=counts,
         layers=list(layers),
         target_widths=target.widths,
         wall_time_s=time.perf_counter() - t0,
+        bound_time_s=bound_time,
         notes=notes,
     )
+
+
+def _verdict(eb, scale, rtol, float64, dtype, data_fields, radius) -> tuple[bool, str]:
+    """PASS/FAIL and the one-sentence reason."""
+    outside = data_fields.get("data_outside", 0)
+    if outside:
+        return False, (
+            f"{outside} of {data_fields['data_points']} data points lie outside the certified "
+            f"ball ||x|| <= {radius:g} (largest norm {data_fields['data_max_norm']:.4g}); "
+            "reconstruct with data=X (or radius >= that norm)"
+        )
+    if eb is None:
+        return False, "no proven bound for this network, so nothing is certified"
+    if not float64:
+        return False, (
+            f"the network is {str(dtype).replace('torch.', '')}: exactness is certified in "
+            f"float64 only (its proven bound with {str(dtype).replace('torch.', '')} rounding "
+            f"is {eb.bound:.2e})"
+        )
+    limit = rtol * scale
+    if not math.isfinite(eb.bound):
+        return False, "the bound is not finite (overflow or NaN in the network's parameters)"
+    if eb.bound <= limit:
+        return True, (
+            f"proven bound {eb.bound:.2e} <= {rtol:g} x output scale = {limit:.2e} for every "
+            f"||x|| <= {radius:g}"
+        )
+    if eb.unproven_relus:
+        part = (
+            f"{eb.unproven_relus} ReLUs meant to stay always on (or off) are not proven to be "
+            "over the ball"
+        )
+    elif eb.weights > eb.rounding:
+        part = "the effective weights and shifts differ from the target's"
+    else:
+        part = (
+            "the float64 rounding of the large always-on shifts is too large (a larger "
+            "overparam, e.g. 2, gives smaller shifts)"
+        )
+    return False, f"proven bound {eb.bound:.2e} > {rtol:g} x output scale = {limit:.2e}: {part}"
 
 
 def _input_dim(net: nn.Module) -> int | None:

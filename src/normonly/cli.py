@@ -196,25 +196,47 @@ def _require_file(path: str, what: str) -> Path:
     return p
 
 
-def _report_certificate(cert: Any, as_json: bool, extra: dict[str, Any]) -> int:
+def _report_certificate(cert: Any, as_json: bool, extra: dict[str, Any], table: bool) -> int:
     if as_json:
         print(_dump({**cert.to_dict(), **extra}))
     else:
-        print(cert.to_table())
+        print(cert.to_table() if table else cert.summary())
     if not cert.passed:
-        print("normonly: the certificate failed (see the table above)", file=sys.stderr)
+        print(f"normonly: the certificate failed: {cert.reason}", file=sys.stderr)
         return 1
     return 0
 
 
-def _cmd_reconstruct(args: argparse.Namespace) -> int:
-    from normonly import TargetMLP, reconstruct
+def _load_target(args: argparse.Namespace) -> Any:
+    from normonly import TargetMLP
 
-    target = TargetMLP.load(_require_file(args.target, "target"))
+    return TargetMLP.load(_require_file(args.target, "target"), activation=args.activation)
+
+
+def _load_data(args: argparse.Namespace) -> Any:
+    from normonly._files import load_points
+
+    return None if args.data is None else load_points(args.data)
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    from normonly import reconstruct
+
+    target = _load_target(args)
+    data = _load_data(args)
+    if args.radius is None and data is None:
+        raise ValueError(
+            "give the input domain: --radius R (exactness on ||x|| <= R) or --data X.npy|X.csv "
+            "(your inputs; R becomes their largest norm + 1%); there is no default radius"
+        )
+    out = Path(args.out)
+    if out.parent and not out.parent.exists():
+        raise FileNotFoundError(f"output directory {out.parent} does not exist")
     rec = reconstruct(
         target,
         method=args.method,
         radius=args.radius,
+        data=data,
         overparam=args.overparam,
         uniform_width=args.uniform_width,
         norm=args.norm,
@@ -222,23 +244,29 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         k=args.k,
         density=args.density,
     )
-    out = Path(args.out)
-    if out.parent and not out.parent.exists():
-        raise FileNotFoundError(f"output directory {out.parent} does not exist")
+    if not rec.certificate.passed:
+        print(rec.certificate.to_table())
+        print(
+            f"normonly: the certificate failed, network not saved: {rec.certificate.reason}",
+            file=sys.stderr,
+        )
+        return 1
     rec.net.save(out)
     logger.info("network saved to %s", out)
-    return _report_certificate(rec.certificate, args.json, {"net": str(out)})
+    return _report_certificate(rec.certificate, args.json, {"net": str(out)}, table=True)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from normonly import TargetMLP, load_network, verify
+    from normonly import load_network, verify
 
     net = load_network(_require_file(args.net, "network"))
-    target = TargetMLP.load(_require_file(args.target, "target"))
-    kwargs: dict[str, Any] = {"radius": args.radius, "seed": args.seed}
+    target = _load_target(args)
+    kwargs: dict[str, Any] = {"radius": args.radius, "seed": args.seed, "data": _load_data(args)}
     if args.n_points is not None:
         kwargs["n_points"] = args.n_points
-    return _report_certificate(verify(net, target, **kwargs), args.json, {})
+    if args.rtol is not None:
+        kwargs["rtol"] = args.rtol
+    return _report_certificate(verify(net, target, **kwargs), args.json, {}, table=False)
 
 
 # --- parser --------------------------------------------------------------------------------------
@@ -327,8 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="target MLP (.safetensors)")
     p.add_argument("--out", required=True, help="where to save the network (.safetensors)")
     p.add_argument("--method", choices=("wide", "residual"), default="wide")
-    p.add_argument("--radius", type=float, default=1.0, help="input radius R (default: 1)")
-    p.add_argument("--overparam", type=float, default=1.0, help="width factor (default: 1)")
+    p.add_argument("--radius", type=float, default=None,
+                   help="input radius R: exactness on ||x|| <= R (this or --data is required)")
+    p.add_argument("--data", default=None,
+                   help="your inputs (.npy or .csv, one row each): R = their largest norm + 1%%")
+    p.add_argument("--activation", default=None,
+                   help="activation of a bare state_dict file (only 'relu' is supported); "
+                   "files written by normonly record it")
+    p.add_argument("--overparam", type=float, default=1.0,
+                   help="width factor >= 1 (default: 1; 2 is better conditioned)")
     p.add_argument("--k", type=int, default=None, help="partition size (residual method)")
     p.add_argument("--density", type=float, default=1.0, help="kept fraction of frozen weights")
     p.add_argument("--norm", choices=("batchnorm", "affine"), default="batchnorm")
@@ -340,7 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("verify", "check a saved network against a target MLP on the ball of radius R")
     p.add_argument("net", help="network (.safetensors)")
     p.add_argument("target", help="target MLP (.safetensors)")
-    p.add_argument("--radius", type=float, required=True, help="input radius R")
+    p.add_argument("--radius", type=float, default=None,
+                   help="input radius R (default: the radius the network was built for)")
+    p.add_argument("--data", default=None,
+                   help="inputs that must lie in the certified ball (.npy or .csv)")
+    p.add_argument("--activation", default=None,
+                   help="activation of a bare state_dict target file (only 'relu')")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="pass iff the proven bound <= rtol x output scale (default 1e-9)")
     p.add_argument("--n-points", type=_positive_int, default=None, help="test points")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the certificate as JSON")

@@ -12,6 +12,8 @@ __all__ = [
     "InfeasibleError",
     "RankDeficientError",
     "CertificateError",
+    "OutsideBallError",
+    "OutsideBallWarning",
     "IllConditionedWarning",
     "UncertifiedDtypeWarning",
 ]
@@ -42,6 +44,19 @@ class RankDeficientError(InfeasibleError):
 
 class CertificateError(NormonlyError, ValueError):
     """A verification request outside what the certificate covers (e.g. a larger radius)."""
+
+
+class OutsideBallError(CertificateError):
+    """A rebuilt network in strict mode was called on inputs outside its certified ball."""
+
+
+class OutsideBallWarning(UserWarning):
+    """A rebuilt network was called on inputs outside the ball it is certified on.
+
+    Outside the ball, ReLUs that the construction keeps "always on" may switch off, so the
+    network can differ from the target by any amount. Issued once per network; set
+    ``net.strict_domain = True`` to raise :class:`OutsideBallError` instead.
+    """
 
 
 class IllConditionedWarning(UserWarning):

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -108,11 +110,61 @@ def check_norm(norm: str) -> str:
 
 
 class _NormNetBase(nn.Module):
-    """Shared plumbing: norm access, counts, save/load (safetensors + JSON metadata)."""
+    """Shared plumbing: input checks, norm access, counts, save/load (safetensors + JSON).
+
+    Inputs of another floating dtype (e.g. float32 data) are cast to the network's dtype, and
+    the output has the network's dtype (float64 for a rebuilt network). A network that records
+    the ball it is certified on (``meta["radius"]``, set by :func:`normonly.reconstruct`) checks
+    every input against it: the first call with a point outside warns with
+    :class:`~normonly.errors.OutsideBallWarning`; with ``strict_domain = True`` it raises
+    :class:`~normonly.errors.OutsideBallError` instead.
+    """
 
     norm: str
     config: dict
     meta: dict  # free-form JSON-able facts saved with the net (e.g. the certified radius)
+    strict_domain: bool = False
+    _domain_warned: bool = False
+    _domain_unchecked: int = 0
+
+    def _checked_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` cast to the network's dtype, checked against the certified ball."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        dtype = next(self.parameters()).dtype
+        if x.dtype != dtype:
+            if x.is_complex() or x.dtype == torch.bool:
+                raise TypeError(f"input must hold real numbers, got dtype {x.dtype}")
+            x = x.to(dtype)
+        radius = (getattr(self, "meta", None) or {}).get("radius")
+        if radius is None or self._domain_unchecked or x.ndim != 2 or x.shape[0] == 0:
+            return x
+        with torch.no_grad():
+            norms = x.detach().norm(dim=1)
+            outside = int((norms > float(radius) * (1 + 1e-12)).sum())
+        if outside:
+            from normonly.errors import OutsideBallError, OutsideBallWarning
+
+            msg = (
+                f"{outside} of {x.shape[0]} inputs lie outside the ball ||x|| <= {radius:g} this "
+                f"network is certified on (largest norm {float(norms.max()):.4g}): there it may "
+                "differ from the target by any amount; reconstruct with data=X or a larger radius"
+            )
+            if self.strict_domain:
+                raise OutsideBallError(msg)
+            if not self._domain_warned:
+                self._domain_warned = True
+                warnings.warn(msg, OutsideBallWarning, stacklevel=5)
+        return x
+
+    @contextmanager
+    def unchecked_domain(self) -> Iterator[None]:
+        """Within this block the input check against the certified ball is skipped."""
+        self._domain_unchecked += 1
+        try:
+            yield
+        finally:
+            self._domain_unchecked -= 1
 
     def norm_layers(self) -> list[nn.Module]:
         raise NotImplementedError
@@ -264,7 +316,7 @@ class NormNet(_NormNetBase):
         return self.linears[layer].weight.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x
+        h = self._checked_input(x)
         last = len(self.linears) - 1
         for i, (lin, norm) in enumerate(zip(self.linears, self.norms, strict=True)):
             h = norm(lin(h))

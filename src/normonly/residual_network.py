@@ -200,6 +200,7 @@ class ResidualNormNet(_NormNetBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.register
+        x = self._checked_input(x)
         s = nn.functional.pad(self.lift(x), (0, 2 * r - self.d_in))  # (n, 2r)
         for blk in self.blocks:
             s = blk(s)

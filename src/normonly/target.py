@@ -6,10 +6,16 @@ layer. Widths may differ per layer. All arithmetic is float64.
 The file format is exactly what ``safetensors.torch.save_file(seq.state_dict(), path)`` writes for
 an ``nn.Sequential(Linear, ReLU, Linear, ..., Linear)``: keys ``0.weight``, ``0.bias``,
 ``2.weight``, ... so a user can bring a network trained with plain PyTorch.
+
+A state_dict does not say which activation sat between the Linear layers (a Sigmoid network has
+the same keys). :meth:`TargetMLP.save` therefore writes it into the file's metadata
+(``normonly_target``: format version and activation); a bare state_dict file needs the activation
+stated by the caller, ``TargetMLP.load(path, activation="relu")``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -23,6 +29,20 @@ from normonly._checks import check_finite, check_int
 __all__ = ["TargetMLP"]
 
 _KEY = re.compile(r"^(\d+)\.(weight|bias)$")
+FORMAT_VERSION = 1
+_META_KEY = "normonly_target"
+
+
+def check_activation(activation: object, source: str) -> None:
+    """Accept only ``"relu"``; name anything else (normonly reconstructs ReLU networks only)."""
+    if activation == "relu":
+        return
+    if not isinstance(activation, str):
+        raise TypeError(f"activation must be a string such as 'relu', got {activation!r}")
+    raise ValueError(
+        f"{source}: activation {activation!r} is not supported: normonly reconstructs ReLU "
+        "networks only (a network with another activation cannot be rebuilt exactly)"
+    )
 
 
 class TargetMLP:
@@ -193,20 +213,53 @@ class TargetMLP:
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             tensors[f"{2 * i}.weight"] = w.contiguous()
             tensors[f"{2 * i}.bias"] = b.contiguous()
-        atomic_write_bytes(Path(path), save(tensors, metadata={"format": "pt"}))
+        meta = {"format_version": FORMAT_VERSION, "activation": "relu"}
+        metadata = {"format": "pt", _META_KEY: json.dumps(meta)}
+        atomic_write_bytes(Path(path), save(tensors, metadata=metadata))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> TargetMLP:
+    def load(cls, path: str | os.PathLike, *, activation: str | None = None) -> TargetMLP:
         """Read a safetensors file of an ``nn.Sequential(Linear, ReLU, ..., Linear)``.
 
-        The file is parsed by safetensors (no pickle, no code runs). Raises ValueError naming
-        the problem for a file that is not safetensors, or whose keys, shapes or dtypes do not
-        form such a network.
+        The file is parsed by safetensors (no pickle, no code runs).
+
+        Parameters
+        ----------
+        path : path-like
+        activation : {"relu"}, optional
+            The activation between the Linear layers. Files written by :meth:`save` record it;
+            a bare state_dict file (``safetensors.torch.save_file(seq.state_dict(), path)``)
+            does not, and then ``activation="relu"`` must be given.
+
+        Raises
+        ------
+        ValueError
+            Not safetensors; keys, shapes or dtypes that do not form such a network; no
+            activation recorded or given; an activation other than ReLU (recorded or given); a
+            recorded activation that contradicts the given one.
         """
         from normonly._files import read_safetensors
 
-        tensors, _ = read_safetensors(path, what="target network")
-        return cls._from_state_dict(tensors, source=str(path))
+        tensors, metadata = read_safetensors(path, what="target network")
+        target = cls._from_state_dict(tensors, source=str(path))  # structure first
+        recorded = _recorded_activation(metadata, str(path))
+        if recorded is None and activation is None:
+            raise ValueError(
+                f"{path}: the file does not say which activation the network uses (a bare "
+                "state_dict has the same keys for ReLU, Sigmoid, Tanh, ...); if it is a ReLU "
+                "network, load it with TargetMLP.load(path, activation='relu') "
+                "(command line: --activation relu)"
+            )
+        if recorded is not None:
+            check_activation(recorded, f"{path} (recorded in the file)")
+            if activation is not None and activation != recorded:
+                raise ValueError(
+                    f"{path}: the file records activation {recorded!r}, but "
+                    f"activation={activation!r} was given"
+                )
+        else:
+            check_activation(activation, str(path))
+        return target
 
     @classmethod
     def _from_state_dict(cls, tensors: dict[str, torch.Tensor], source: str) -> TargetMLP:
@@ -283,3 +336,24 @@ class TargetMLP:
 
     def __repr__(self) -> str:
         return f"TargetMLP(widths={self.widths})"
+
+
+def _recorded_activation(metadata: dict[str, str], source: str) -> str | None:
+    """The activation recorded by :meth:`TargetMLP.save`, or None for a bare state_dict."""
+    raw = metadata.get(_META_KEY)
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+        activation = meta["activation"]
+        version = int(meta.get("format_version", 0))
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"{source}: the {_META_KEY} metadata is not valid JSON with an 'activation'"
+        ) from None
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{source}: written by a newer normonly (format version {version} > "
+            f"{FORMAT_VERSION}); upgrade normonly to read it"
+        )
+    return activation

@@ -34,7 +34,7 @@ def test_tiny_trained_mlp_is_reconstructed_with_identical_predictions(method, tm
     seq = train_target_mlp(data, [4, 4], epochs=3, seed=0, batch_size=32)
     path = tmp_path / "clf.safetensors"
     save_file(seq.state_dict(), str(path))  # the plain-PyTorch user's file
-    target = TargetMLP.load(path)
+    target = TargetMLP.load(path, activation="relu")
     with torch.no_grad():
         assert torch.allclose(target(data.X_test), seq(data.X_test.float()).double(), atol=1e-5)
     rec = reconstruct(target, method=method, radius=data.max_input_norm(), overparam=2.0,

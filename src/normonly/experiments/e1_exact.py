@@ -74,6 +74,8 @@ def run_trial(cfg: E1Config, trial: dict) -> dict:
         "max_rel_error": c.max_rel_error,
         "passed": c.passed,
         "tolerance": c.tolerance,
+        "error_bound": c.error_bound,
+        "bound_rel": c.bound_rel,
         "max_cond": max(lc.cond for lc in c.layers),
         "max_rel_residual": max(lc.rel_residual for lc in c.layers),
         "solvers": sorted({lc.solver for lc in c.layers}),

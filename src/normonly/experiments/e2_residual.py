@@ -127,6 +127,8 @@ def run_trial(cfg: E2Config, trial: dict) -> dict:
         "max_rel_error": c.max_rel_error,
         "tolerance": c.tolerance,
         "passed": c.passed,
+        "error_bound": c.error_bound,
+        "bound_rel": c.bound_rel,
         "max_cond": max(lc.cond for lc in c.layers),
         "max_rel_residual": max(lc.rel_residual for lc in c.layers),
         "min_relu_margin": min(lc.relu_margin for lc in c.layers),

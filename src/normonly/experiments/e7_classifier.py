@@ -118,7 +118,7 @@ def run_trial(cfg: E7Config, trial: dict) -> dict:
         with tempfile.TemporaryDirectory() as tmp:  # the user's path: a plain safetensors file
             path = Path(tmp) / "classifier.safetensors"
             save_file(state, str(path))
-            target = TargetMLP.load(path)
+            target = TargetMLP.load(path, activation="relu")
         radius = data.max_input_norm()
         rec = reconstruct(
             target, method=method, radius=radius, overparam=cfg.overparam,
