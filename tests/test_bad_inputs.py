@@ -190,3 +190,107 @@ def test_unknown_config_keys_list_the_valid_ones():
 def test_cuda_request_without_cuda_is_a_clear_error():
     with pytest.raises(ValueError, match="CUDA is not available here .* use device='cpu'"):
         reconstruct(_target(), radius=1.0, device="cuda")
+
+
+# --------------------------------------------------------------------------- trust traps
+def _wide_data(n=400, seed=0):
+    """Inputs up to norm ~6, like standardized tabular features (wine: 5.9)."""
+    g = torch.Generator().manual_seed(seed)
+    return 2.0 * torch.randn(n, 4, generator=g, dtype=F64)
+
+
+def test_reconstruct_without_a_domain_is_refused():
+    with pytest.raises(ValueError, match="needs the input domain: pass radius=R .* or data=X"):
+        reconstruct(_target(), overparam=2.0)
+
+
+def test_data_beyond_the_certified_ball_fail_verify_and_name_the_radius_needed():
+    X = _wide_data()
+    rec = reconstruct(_target(), radius=1.0, overparam=2.0, n_points=300)
+    cert = verify(rec.net, _target(), data=X, n_points=300)
+    outside = int((X.norm(dim=1) > 1.0).sum())
+    assert not cert.passed and cert.data_outside == outside
+    assert f"{outside} of 400 data points lie outside" in cert.reason
+    assert f"{float(X.norm(dim=1).max()):.4g}" in cert.reason
+    rec = reconstruct(_target(), data=X, overparam=2.0, n_points=300)  # the domain from data
+    assert rec.certificate.passed and rec.certificate.data_outside == 0
+    assert rec.net.meta["radius"] == pytest.approx(1.01 * float(X.norm(dim=1).max()))
+    assert verify(rec.net, _target(), data=X, n_points=300).passed
+
+
+@pytest.mark.parametrize(
+    "data, exc, match",
+    [
+        (torch.ones(3, 5), ValueError, r"shape \(n, 4\)"),
+        (torch.full((2, 4), math.nan), ValueError, "NaN or Inf"),
+        (torch.zeros(0, 4), ValueError, "n >= 1"),
+        ("x.npy", TypeError, "torch tensor or numpy array"),
+        (torch.zeros(3, 4), ValueError, "every data point is the origin"),
+    ],
+)
+def test_bad_data(data, exc, match):
+    with pytest.raises(exc, match=match):
+        reconstruct(_target(), data=data)
+
+
+def test_radius_below_the_data_is_refused():
+    with pytest.raises(ValueError, match="smaller than the largest norm of the data"):
+        reconstruct(_target(), radius=1.0, data=_wide_data())
+
+
+def test_rebuilt_net_warns_once_outside_its_ball_and_strict_raises():
+    from normonly import OutsideBallError, OutsideBallWarning
+
+    net = reconstruct(_target(), radius=1.0, n_points=100).net
+    far = torch.full((2, 4), 3.0, dtype=F64)
+    with pytest.warns(OutsideBallWarning, match="2 of 2 inputs lie outside the ball"):
+        net(far)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net(far)  # once per network
+        net(torch.zeros(2, 4, dtype=F64))  # inside: silent
+    net.strict_domain = True
+    with pytest.raises(OutsideBallError, match="outside the ball"):
+        net(far)
+
+
+def test_float32_input_is_cast_into_a_float64_net():
+    f = _target()
+    net = reconstruct(f, radius=1.0, n_points=100).net
+    x = torch.rand(5, 4) * 0.4  # float32, inside the ball
+    y = net(x)
+    assert y.dtype == F64
+    assert torch.equal(y, net(x.double()))
+    assert (y - f(x.double())).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("activation", [None, "sigmoid", "tanh"])
+def test_bare_state_dict_needs_its_activation_stated(tmp_path, activation):
+    seq = nn.Sequential(nn.Linear(4, 5), nn.Sigmoid(), nn.Linear(5, 3))  # same keys as ReLU
+    path = tmp_path / "sigmoid.safetensors"
+    safetensors.torch.save_file(seq.state_dict(), str(path))
+    match = "does not say which activation" if activation is None else (
+        f"activation '{activation}' is not supported: normonly reconstructs ReLU"
+    )
+    with pytest.raises(ValueError, match=match):
+        TargetMLP.load(path, activation=activation)
+
+
+def test_saved_targets_record_their_activation(tmp_path):
+    path = tmp_path / "t.safetensors"
+    _target().save(path)
+    assert TargetMLP.load(path).widths == [4, 5, 3]  # no activation needed: it is recorded
+    with pytest.raises(ValueError, match="records activation 'relu', but activation='tanh'"):
+        TargetMLP.load(path, activation="tanh")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        assert '"activation": "relu"' in fh.metadata()["normonly_target"]
+
+
+def test_too_narrow_overparam_names_the_width_needed():
+    f = TargetMLP.random([5, 5], seed=0)
+    with pytest.raises(InfeasibleError, match="overparam must be .* got 0.5.*needs width >= 25"):
+        reconstruct(f, radius=1.0, overparam=0.5)

@@ -314,3 +314,48 @@ def test_reconstruct_bad_inputs_exit_2(tmp_path, capsys):
     code, _, err = run_cli(capsys, "reconstruct", bad, "--out", tmp_path / "n.safetensors")
     assert code == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_domain_activation_and_data(tmp_path, capsys):
+    import numpy as np
+    import safetensors.torch
+    import torch
+    from torch import nn
+
+    target_cls = _library()
+    target_path = tmp_path / "target.safetensors"
+    target_cls.random([4, 5, 3], seed=0).save(target_path)
+    net_path = tmp_path / "net.safetensors"
+    code, _, err = run_cli(capsys, "reconstruct", target_path, "--out", net_path)
+    assert code == 2 and "--radius R" in err and "--data" in err and not net_path.exists()
+    X = 2.0 * np.random.default_rng(0).standard_normal((200, 4))
+    np.save(tmp_path / "X.npy", X)
+    np.savetxt(tmp_path / "X.csv", X, delimiter=",", header="a,b,c,d")
+    code, out, err = run_cli(capsys, "reconstruct", target_path, "--out", net_path, "--data",
+                             tmp_path / "X.npy", "--overparam", "2")  # fmt: skip
+    assert code == 0, err
+    assert "proven bound" in out and "PASS" in out
+    code, out, err = run_cli(capsys, "verify", net_path, target_path, "--data", tmp_path / "X.csv")
+    assert code == 0, err
+    assert "proven bound" in out and "measured" in out and "K shape" not in out
+    # a net built for R = 1 does not cover these data: exit 1, saying how many lie outside
+    small = tmp_path / "small.safetensors"
+    assert run_cli(capsys, "reconstruct", target_path, "--out", small, "--radius", "1")[0] == 0
+    code, out, err = run_cli(capsys, "verify", small, target_path, "--data", tmp_path / "X.npy")
+    assert code == 1 and "data points lie outside the certified ball" in err
+    # a bare state_dict of a Sigmoid network: no activation, no pass
+    seq = nn.Sequential(nn.Linear(4, 5), nn.Sigmoid(), nn.Linear(5, 3))
+    bare = tmp_path / "bare.safetensors"
+    safetensors.torch.save_file(seq.state_dict(), str(bare))
+    code, _, err = run_cli(capsys, "reconstruct", bare, "--out", net_path, "--radius", "1")
+    assert code == 2 and "--activation relu" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "reconstruct", bare, "--out", net_path, "--radius", "1",
+                           "--activation", "sigmoid")  # fmt: skip
+    assert code == 2 and "'sigmoid' is not supported" in err
+    relu_bare = tmp_path / "relu_bare.safetensors"
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    safetensors.torch.save_file(seq.state_dict(), str(relu_bare))
+    code, _, err = run_cli(capsys, "reconstruct", relu_bare, "--out", net_path, "--radius", "1",
+                           "--activation", "relu", "--overparam", "2")  # fmt: skip
+    assert code == 0, err

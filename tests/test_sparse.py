@@ -134,7 +134,8 @@ def test_property_sparse_reconstruction_is_exact(widths, overparam, density, see
 def test_width16_density_half_overparam2_is_exact():
     for s in range(3):
         rec = reconstruct(
-            TargetMLP.random([16, 16, 16], seed=s), density=0.5, overparam=2, seed=s, n_points=2000, radius=1.0
+            TargetMLP.random([16, 16, 16], seed=s), density=0.5, overparam=2, seed=s,
+            n_points=2000, radius=1.0,
         )
         assert rec.certificate.passed and rec.certificate.max_rel_error <= 1e-9
 

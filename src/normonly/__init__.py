@@ -10,8 +10,8 @@ Example
 -------
 >>> import normonly
 >>> f = normonly.TargetMLP.random([4, 8, 3], seed=0)
->>> rec = normonly.reconstruct(f, radius=1.0, n_points=500)
->>> rec.certificate.max_rel_error < 1e-9
+>>> rec = normonly.reconstruct(f, radius=1.0, overparam=2.0, n_points=500)
+>>> rec.certificate.passed        # proven: error <= 1e-9 x output scale on the whole ball
 True
 """
 
@@ -34,6 +34,10 @@ _WHERE = {
     "InfeasibleError": "normonly.errors",
     "NormonlyError": "normonly.errors",
     "RankDeficientError": "normonly.errors",
+    "OutsideBallError": "normonly.errors",
+    "OutsideBallWarning": "normonly.errors",
+    "ErrorBound": "normonly.bound",
+    "error_bound": "normonly.bound",
     "UncertifiedDtypeWarning": "normonly.errors",
     "khatri_rao": "normonly.linalg",
     "solve_scales": "normonly.linalg",
@@ -64,6 +68,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from normonly.bound import ErrorBound, error_bound
     from normonly.certificate import Certificate, LayerCertificate, sample_ball, verify
     from normonly.construct import Reconstruction, reconstruct
     from normonly.errors import (
@@ -71,6 +76,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         IllConditionedWarning,
         InfeasibleError,
         NormonlyError,
+        OutsideBallError,
+        OutsideBallWarning,
         RankDeficientError,
         UncertifiedDtypeWarning,
     )

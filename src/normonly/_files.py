@@ -78,7 +78,9 @@ def load_points(path: str | os.PathLike) -> torch.Tensor:
     if not p.exists():
         raise FileNotFoundError(f"data file {str(p)!r} does not exist")
     if p.is_dir():
-        raise IsADirectoryError(f"data path {str(p)!r} is a directory, expected a .npy or .csv file")
+        raise IsADirectoryError(
+            f"data path {str(p)!r} is a directory, expected a .npy or .csv file"
+        )
     suffix = p.suffix.lower()
     try:
         if suffix == ".npy":

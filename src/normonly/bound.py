@@ -8,52 +8,60 @@ plain affine γ/β), so a network edited after its construction is judged as it 
 
 How the bound is derived
 ------------------------
-Write ``h_l`` for the target's hidden vector after its layer ``l`` (``h_0 = x``). Over the ball,
-``h_l`` lies in a known set ``H_l``: ``‖h_0‖ ≤ R``, and for ``l ≥ 1`` ``h_l ≥ 0`` with
-``‖h_l‖ ≤ R_l``, where ``R_{l+1}`` is the smaller of ``‖(‖W_i^+‖ R_l + b_i)_+‖`` (row by row, ReLU
-is monotone) and ``‖W‖₂ R_l + ‖b‖`` (with a rigorous upper bound on the spectral norm, below).
+Write ``h_l`` for the target's hidden vector after its layer ``l`` (``h_0 = x``) and ``ĥ_l`` for
+the values the network itself computes for it (the units that carry the target's units, in
+floating point). Over the ball, ``‖h_0‖ ≤ R``, and for ``l ≥ 1`` ``h_l ≥ 0`` with
+``‖h_l‖ ≤ R_l``, where ``R_{l+1}`` is the smaller of ``‖(‖W_i^+‖ R_l + b_i)_+‖`` (row by row:
+ReLU is monotone) and ``‖W‖₂ R_l + ‖b‖`` (a rigorous upper bound on the spectral norm, below).
+We carry a bound ``c_l`` on ``|ĥ_l − h_l|`` (elementwise, and as a 2-norm), so ``ĥ_l ≥ 0`` lies in
+the ball of radius ``R_l + ‖c_l‖``: the input ball *enlarged by the error carried in*.
 
-While the network computes the part that stands for target layer ``l``, we describe every unit
-``k`` it holds by an *affine form* in the target's hidden vector::
+While the network computes the part that stands for target layer ``l``, every unit ``k`` it
+holds is described by an *affine form* in ``ĥ_l``::
 
-    |ŝ_k − (T_k · h_l + t_k)| ≤ E_k        for every x in the ball,
+    |ŝ_k − (T_k · ĥ_l + t_k)| ≤ E_k        for every x in the ball,
 
-where ``ŝ_k`` is the value the network actually computes (in floating point) and ``T, t, E`` are
-computed numbers. The forms start as ``x`` itself (``T = I, t = 0, E = 0``) and are pushed
-through every operation of the network:
+where ``ŝ_k`` is the value the network actually computes and ``T, t, E`` are computed numbers.
+The forms start as ``x`` itself (``T = I, t = 0, E = 0``) and are pushed through every
+operation of the network:
 
 * **frozen linear map M** (masks applied): ``T ← M T``, ``t ← M t``,
-  ``E ← |M| E + 2γ_n |M| S``. ``S_k = ‖T_k‖ R + |t_k| + E_k`` bounds ``|ŝ_k|``, and ``γ_n = n u /
-  (1 − n u)`` is the worst-case relative error of a floating-point dot product of length ``n``
-  (Higham, *Accuracy and Stability of Numerical Algorithms*, ch. 3: ``|fl(Mv) − Mv| ≤ γ_n |M||v|``
-  for every summation order, fused multiply-adds included). One ``γ_n |M| S`` is the rounding of
-  the forward pass itself — large always-on shifts included, since they are part of ``S`` —, the
-  other covers rounding in computing ``M T`` and ``M t`` here.
+  ``E ← |M| E + 2γ_n |M| S``. ``S_k = ‖T_k‖ ‖ĥ‖ + |t_k| + E_k`` bounds ``|ŝ_k|``, and
+  ``γ_n = n u / (1 − n u)`` is the worst-case relative error of a floating-point dot product of
+  length ``n`` (Higham, *Accuracy and Stability of Numerical Algorithms*, ch. 3:
+  ``|fl(Mv) − Mv| ≤ γ_n |M||v|`` for every summation order, fused multiply-adds included). One
+  ``γ_n |M| S`` is the rounding of the forward pass itself — the large always-on shifts
+  included, since they are part of ``S`` —, the other covers rounding in computing ``M T`` and
+  ``M t`` here.
 * **normalization** (per unit ``γ ⊙ z + β``; for an eval BatchNorm ``γ = weight/√(var + eps)``,
-  ``β = bias − γ·mean``, real numbers we compute to within a few ulps): ``T ← γ̂ T``,
-  ``t ← γ̂ t + β̂``, ``E ← |γ̂| E + |γ − γ̂| S + |β − β̂| + c·u·(|γ̂| (S + |mean|) + |bias|)``. The
-  constant ``c = 16`` is generous: any evaluation order of an eval BatchNorm rounds at most six
-  times per unit.
-* **ReLU** (1-Lipschitz, so it never increases ``E``): the exact range of a form over ``H_l`` is
-  ``t_k ± ‖T_k‖ R_l`` (``t_k − ‖T_k^−‖ R_l`` .. ``t_k + ‖T_k^+‖ R_l`` when ``h_l ≥ 0``). A unit whose
-  range is ``≥ 0`` is proven *always on* (the ReLU is the identity, the form is kept); one whose
-  range plus ``E`` is ``≤ 0`` is exactly zero. Any other unit is unproven: its value lies in
-  ``[0, max range]`` and is replaced by the midpoint with half the range added to ``E``, so a
-  construction whose shifts do not keep its ReLUs on gets a large, honest bound.
+  ``β = bias − γ·mean``, real numbers we compute to within a few ulps as ``γ̂, β̂``):
+  ``T ← γ̂ T``, ``t ← γ̂ t + β̂``,
+  ``E ← |γ̂| E + |γ − γ̂| S + |β − β̂| + c·u·(|γ̂| (S + |mean|) + |bias|)``. The constant ``c = 16``
+  is generous: any evaluation order of an eval BatchNorm rounds at most six times per unit.
+* **ReLU** (1-Lipschitz, so it never increases ``E``): the exact range of a form is
+  ``t_k ± ‖T_k‖ ‖ĥ‖`` (``t_k − ‖T_k^−‖ ‖ĥ‖`` .. ``t_k + ‖T_k^+‖ ‖ĥ‖`` when ``ĥ ≥ 0``). A unit
+  whose range is ``≥ 0`` is proven *always on* (the ReLU is the identity on the form: it is
+  kept); one whose range plus ``E`` is ``≤ 0`` is exactly zero. Any other unit is unproven: its
+  value lies in ``[0, max range]`` and is replaced by the midpoint with half the range added to
+  ``E``, so a network whose shifts do not keep its ReLUs on gets a large, honest bound.
 * **target ReLU** (where the network realises ``h_{l+1} = σ(W h_l + b)``: the narrow layer of the
-  wide construction, the post-add ReLU of a target layer's last block in the residual one): unit
-  ``k`` carrying target unit ``i`` gets the new form ``h_{l+1,i}`` with error
-  ``E_k + ‖T_k − W_i‖ R_l + |t_k − b_i|`` (ReLU is 1-Lipschitz); any other unit keeps its value
-  ``t_k`` with ``‖T_k‖ R_l`` added to its error.
-* **output**: ``|ŷ_i − f_i(x)| ≤ E_i + ‖T_i − W_i‖ R_L + |t_i − b_i|``.
+  wide construction, the post-add ReLU of a target layer's last block in the residual one): for
+  unit ``k`` carrying target unit ``i`` (ReLU is 1-Lipschitz),
+  ``|ĥ_{l+1,i} − h_{l+1,i}| ≤ E_k + ‖T_k − W_i‖ ‖ĥ_l‖ + |t_k − b_i| + |W_i (ĥ_l − h_l)|``,
+  with the last term the smaller of ``|W_i| c_l`` and ``‖W_i‖ ‖c_l‖`` (its 2-norm is
+  propagated with ``‖W‖₂``, which grows more slowly with depth than ``|W|``). This is the new
+  ``c_{l+1}``; the carriers' new forms are ``ĥ_{l+1,i}`` exactly, and every other unit keeps its
+  constant ``t_k`` with ``‖T_k‖ ‖ĥ_l‖`` added to its error.
+* **output**: ``|ŷ_i − f_i(x)|`` is bounded by the same expression for the output units.
 
-``‖T_k − W_i‖ R`` is where the error of the effective weights ``A diag(γ) B − W`` of each layer
+``‖T_k − W_i‖ ‖ĥ‖`` is where the error of the effective weights ``A diag(γ) B − W`` of each layer
 enters (the Khatri-Rao solve's residual, or an edited γ); ``E`` carries the floating-point
-rounding and the error propagated from earlier layers through the later ones. The bound is split
-into these two parts (``weights`` and ``rounding``), plus a bound on the rounding of the target's
-own float64 evaluation, so that the sampled error ``|fl(net(x)) − fl(f(x))|`` can never exceed it.
-Every norm, product and sum computed here is rounded upwards by a factor ``1 + γ_(n+4)``, so the
-bound is an upper bound on real numbers, not an estimate.
+rounding within the layer. The bound is split into a ``weights`` part (effective weights and
+shifts, unproven ReLUs) and a ``rounding`` part, plus a bound on the rounding of the target's own
+float64 evaluation, so that it covers both ``|fl(net(x)) − f(x)|`` and
+``|fl(net(x)) − fl(f(x))|``; the sampled error can never exceed it. Every norm, product and sum
+computed here is rounded upwards by a factor ``1 + γ_(n+4)``, so the bound is an upper bound on
+real numbers, not an estimate.
 
 The spectral norm ``‖W‖₂`` comes from Kahan's residual theorem: for symmetric ``G`` and any
 ``V``, ``Λ``, the eigenvalues of ``G`` lie within ``‖G V − V Λ‖₂ / σ_min(V)`` of those of ``Λ``;
@@ -200,8 +208,9 @@ class _Forms:
         return self.e_w + self.e_fp
 
     def mag(self) -> torch.Tensor:
-        """Upper bound on ``|ŝ_k|`` over the ball."""
-        return _up(_rownorm(self.T) * self.radius + self.t.abs() + self.E, 3)
+        """Upper bound on ``|ŝ_k|`` over the ball (the form's exact range, plus ``E``)."""
+        lo, hi = self._range()
+        return _up(torch.maximum(lo.abs(), hi.abs()) + self.E, 2)
 
     def linear(self, M: torch.Tensor) -> _Forms:
         n = M.shape[1]
