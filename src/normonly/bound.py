@@ -77,75 +77,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from normonly._forms import Forms, frozen_weight
+from normonly._rigorous import spectral_norm_upper, target_radii, target_rounding_bound, up
+
 __all__ = ["ErrorBound", "error_bound", "spectral_norm_upper", "target_radii"]
-
-U64 = 2.0**-53  # unit roundoff of float64, the arithmetic of this module
-_NORM_ROUNDINGS = 16  # c of the docstring: per-unit rounding allowance of a normalization layer
-
-
-def _gamma(n: int, u: float = U64) -> float:
-    """``γ_n = n u / (1 − n u)``: worst-case relative error of an n-term dot product."""
-    nu = n * u
-    return nu / (1.0 - nu) if nu < 0.5 else math.inf
-
-
-def _up(x: torch.Tensor | float, n: int = 1) -> torch.Tensor | float:
-    """``x`` (non-negative, computed with about n roundings) rounded up to a safe upper bound."""
-    return x * (1.0 + _gamma(n + 4))
-
-
-def _rownorm(T: torch.Tensor) -> torch.Tensor:
-    """Upper bounds on the 2-norms of the rows of ``T``."""
-    if T.shape[1] == 0:
-        return torch.zeros(T.shape[0], dtype=T.dtype, device=T.device)
-    return _up(T.norm(dim=1), T.shape[1])
-
-
-def spectral_norm_upper(W: torch.Tensor) -> float:
-    """A rigorous upper bound on ``‖W‖₂`` (float64), within a few ulps of it.
-
-    Example
-    -------
-    >>> W = torch.tensor([[3.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
-    >>> 4.0 <= spectral_norm_upper(W) < 4.0 * (1 + 1e-12)
-    True
-    """
-    W = W.to(torch.float64)
-    if W.numel() == 0:
-        return 0.0
-    if W.shape[0] > W.shape[1]:
-        W = W.T
-    n_inner = W.shape[1]
-    G = W @ W.T  # (p, p), p = min dimension
-    Ga = W.abs() @ W.abs().T
-    dG = _up(_gamma(n_inner) * Ga.norm(), Ga.numel())  # ‖fl(WWᵀ) − WWᵀ‖_F
-    G = torch.triu(G) + torch.triu(G, 1).T  # exactly symmetric
-    lam, V = torch.linalg.eigh(G)
-    p = G.shape[0]
-    res = G @ V - V * lam
-    res_err = _gamma(p + 1) * (G.abs() @ V.abs() + V.abs() * lam.abs())
-    r = _up(res.norm() + res_err.norm(), 2 * res.numel())
-    orth = V.T @ V - torch.eye(p, dtype=V.dtype, device=V.device)
-    orth_err = _gamma(p + 1) * (V.abs().T @ V.abs() + 1.0)
-    alpha = float(_up(orth.norm() + orth_err.norm(), 2 * orth.numel()))
-    if not alpha < 0.5:
-        return float(_up(W.norm(), W.numel()))  # Frobenius: always valid
-    lam_max = float(lam.max()) + float(r) / math.sqrt(1.0 - alpha) + float(dG)
-    bound = math.sqrt(max(lam_max, 0.0) * (1 + 4 * U64)) * (1 + 4 * U64)
-    return min(bound, float(_up(W.norm(), W.numel())))
-
-
-def target_radii(target, radius: float) -> list[float]:
-    """Upper bounds ``[R_0 = R, R_1, ..., R_{L-1}]`` on the norms of the target's hidden vectors."""
-    radii = [float(radius)]
-    for l, (W, b) in enumerate(zip(target.weights[:-1], target.biases[:-1], strict=True)):
-        R = radii[-1]
-        rows = W.clamp_min(0.0) if l > 0 else W  # h_l >= 0 after a ReLU
-        pre = _up(_rownorm(rows) * R, 2) + b + _up(U64 * b.abs(), 1)
-        per_row = float(_up(pre.clamp_min(0.0).norm(), pre.numel()))
-        spectral = float(_up(spectral_norm_upper(W) * R + _up(b.norm(), b.numel()), 3))
-        radii.append(min(per_row, spectral))
-    return radii
 
 
 @dataclass
@@ -183,219 +118,6 @@ class ErrorBound:
     def unproven_relus(self) -> int:
         return sum(s["unproven"] for s in self.relu)
 
-
-class _Forms:
-    """Affine forms ``T ĥ + t`` with residual error bounds ``e_w`` (weights) and ``e_fp``.
-
-    ``ĥ`` is the vector of values the network itself computed for the current target layer's
-    input (``x`` for the first layer): ``|ĥ − h| ≤ carry_w + carry_fp`` elementwise, ``ĥ ≥ 0``
-    after the first layer, and ``‖ĥ‖ ≤ radius`` (the target's radius enlarged by the carried
-    error).
-    """
-
-    def __init__(self, T, t, e_w, e_fp, *, carry, radius, nonneg, u) -> None:
-        self.T, self.t, self.e_w, self.e_fp = T, t, e_w, e_fp
-        # carry = (elementwise weights part, elementwise rounding part, 2-norms of the two)
-        self.carry = carry
-        self.radius, self.nonneg, self.u = radius, nonneg, u
-
-    def _new(self, T, t, e_w, e_fp) -> _Forms:
-        return _Forms(T, t, e_w, e_fp, carry=self.carry, radius=self.radius,
-                      nonneg=self.nonneg, u=self.u)  # fmt: skip
-
-    @property
-    def E(self) -> torch.Tensor:
-        return self.e_w + self.e_fp
-
-    def mag(self) -> torch.Tensor:
-        """Upper bound on ``|ŝ_k|`` over the ball (the form's exact range, plus ``E``)."""
-        lo, hi = self._range()
-        return _up(torch.maximum(lo.abs(), hi.abs()) + self.E, 2)
-
-    def linear(self, M: torch.Tensor) -> _Forms:
-        n = M.shape[1]
-        Ma = M.abs()
-        mag = self.mag()
-        e_w = _up(Ma @ self.e_w, n)
-        e_fp = _up(Ma @ (self.e_fp + (_gamma(n, self.u) + _gamma(n)) * mag), n)
-        return self._new(M @ self.T, M @ self.t, e_w, e_fp)
-
-    def norm(self, layer: nn.Module) -> _Forms:
-        g, b, e_g, e_b, mean_abs, bias_abs = _norm_params(layer, self.t.dtype)
-        mag = self.mag()
-        ga = g.abs()
-        fwd = _NORM_ROUNDINGS * self.u * (ga * (mag + mean_abs) + bias_abs)
-        here = 3 * U64 * (ga * mag + b.abs())  # rounding of γ̂ T and γ̂ t + β̂ below
-        e_fp = _up(ga * self.e_fp + e_g * mag + e_b + here + fwd, 6)
-        e_w = _up(ga * self.e_w, 1)
-        return self._new(g[:, None] * self.T, g * self.t + b, e_w, e_fp)
-
-    def add(self, other: _Forms) -> _Forms:
-        mag = self.mag() + other.mag()
-        e_fp = _up(self.e_fp + other.e_fp + (self.u + 2 * U64) * mag, 3)
-        e_w = _up(self.e_w + other.e_w, 1)
-        return self._new(self.T + other.T, self.t + other.t, e_w, e_fp)
-
-    def rows(self, idx: slice | torch.Tensor) -> _Forms:
-        return self._new(self.T[idx], self.t[idx], self.e_w[idx], self.e_fp[idx])
-
-    def pad(self, n: int) -> _Forms:
-        """Append ``n`` units that are exactly zero."""
-
-        def cat(a: torch.Tensor) -> torch.Tensor:
-            return torch.cat([a, a.new_zeros((n, *a.shape[1:]))])
-
-        return self._new(cat(self.T), cat(self.t), cat(self.e_w), cat(self.e_fp))
-
-    def _range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lower and upper bounds of ``T_k ĥ + t_k`` over the set of ĥ."""
-        if self.nonneg:
-            lo_n, hi_n = _rownorm(self.T.clamp(max=0.0)), _rownorm(self.T.clamp(min=0.0))
-        else:
-            lo_n = hi_n = _rownorm(self.T)
-        slack = 2 * U64 * self.t.abs()
-        return (self.t - _up(lo_n * self.radius, 2) - slack,
-                self.t + _up(hi_n * self.radius, 2) + slack)  # fmt: skip
-
-    def relu(self, stage: str, log: list[dict], skip: torch.Tensor | None = None) -> _Forms:
-        """A ReLU inside a target layer: every unit should be proven on or off.
-
-        ``skip`` marks units handled elsewhere (the carriers of a target ReLU): not logged.
-        """
-        lo, hi = self._range()
-        trivial = (self.T == 0).all(dim=1) & (self.t == 0) & (self.E == 0)  # exactly zero
-        on = (lo >= 0) & ~trivial
-        zero = _up(hi + self.E, 2) <= 0  # computed value surely <= 0: exactly 0 after ReLU
-        off = ((hi <= 0) & ~on) | trivial
-        unproven = ~(on | off)
-        T, t = self.T.clone(), self.t.clone()
-        e_w, e_fp = self.e_w.clone(), self.e_fp.clone()
-        rest = ~on
-        T[rest] = 0.0
-        t[rest] = 0.0
-        mid = hi.clamp_min(0.0) / 2  # an unproven unit lies in [0, hi]: midpoint ± hi/2
-        t[unproven] = mid[unproven]
-        e_w[unproven] = _up(e_w[unproven] + mid[unproven], 2)
-        e_w[zero & ~on] = 0.0
-        e_fp[zero & ~on] = 0.0
-        keep = torch.ones_like(on) if skip is None else ~skip
-        log.append(_relu_entry(stage, on & keep, off & keep, unproven & keep, lo))
-        return self._new(T, t, e_w, e_fp)
-
-    def carried_error(self, W: torch.Tensor, b: torch.Tensor, carriers: torch.Tensor,
-                      sigma: float):  # fmt: skip
-        """Bounds on ``|ŝ_k − (W_i h + b_i)|`` for carrier ``k`` of target unit ``i``.
-
-        ``≤ E_k + ‖T_k − W_i‖ ‖ĥ‖ + |t_k − b_i| + |W_i (ĥ − h)|``, where the last term is the
-        smaller of ``|W_i| |ĥ − h|`` (elementwise) and ``‖W_i‖ ‖ĥ − h‖₂``. Returns the weights
-        and rounding parts, elementwise and as 2-norms (the latter propagated with ``σ ≥ ‖W‖₂``,
-        which grows more slowly with depth than ``|W|``).
-        """
-        W = W.to(self.T)
-        c = self.rows(carriers)
-        n = W.shape[1]
-        Wa = W.abs()
-        rn = _rownorm(W)
-        carry_w, carry_f, norm_w, norm_f = self.carry
-        mismatch = _up(_rownorm(c.T - W) * self.radius + (c.t - b.to(self.t)).abs(), 3)
-        fresh_w = _up(c.e_w + mismatch, 2)
-        prop_w = torch.minimum(_up(Wa @ carry_w, n), _up(rn * norm_w, 1))
-        prop_f = torch.minimum(_up(Wa @ carry_f, n), _up(rn * norm_f, 1))
-        err_w = _up(fresh_w + prop_w, 1)
-        err_f = _up(c.e_fp + prop_f, 1)
-        size = err_w.numel() + 2
-        new_norm_w = min(float(_up(err_w.norm(), size)),
-                         float(_up(_up(fresh_w.norm(), size) + sigma * norm_w, 2)))  # fmt: skip
-        new_norm_f = min(float(_up(err_f.norm(), size)),
-                         float(_up(_up(c.e_fp.norm(), size) + sigma * norm_f, 2)))  # fmt: skip
-        return err_w, err_f, new_norm_w, new_norm_f
-
-    def target_relu(
-        self, W: torch.Tensor, b: torch.Tensor, carriers: torch.Tensor, radius_next: float,
-        stage: str, log: list[dict], sigma: float,
-    ) -> _Forms:  # fmt: skip
-        """Re-express the units in the network's own values of the next hidden vector.
-
-        ``carriers[i]`` is the unit that carries target unit ``i`` (its ReLU is the target's);
-        every other unit goes through an ordinary ReLU and keeps only its constant part.
-        """
-        d_out = W.shape[0]
-        carry = self.carried_error(W, b, carriers, sigma)
-        is_carrier = torch.zeros(self.t.shape[0], dtype=torch.bool, device=self.t.device)
-        is_carrier[carriers] = True
-        after = self.relu(stage, log, skip=is_carrier)
-        n = self.t.shape[0]
-        T = self.T.new_zeros(n, d_out)
-        T[carriers, torch.arange(d_out, device=T.device)] = 1.0
-        t = after.t.clone()
-        t[carriers] = 0.0
-        # the other units keep their constant part and lose their dependence on ĥ
-        e_w = _up(after.e_w + _rownorm(after.T) * self.radius, 3)
-        e_fp = after.e_fp.clone()
-        e_w[carriers] = 0.0
-        e_fp[carriers] = 0.0
-        log[-1]["carriers"] = d_out
-        grown = float(_up(radius_next + carry[2] + carry[3], 2))  # ‖ĥ‖ <= ‖h‖ + ‖ĥ − h‖
-        return _Forms(T, t, e_w, e_fp, carry=carry, radius=grown, nonneg=True, u=self.u)
-
-
-def _relu_entry(stage, on, off, unproven, lo) -> dict:
-    margin = float(lo[on].min()) if bool(on.any()) else math.nan
-    return {
-        "stage": stage,
-        "on": int(on.sum()),
-        "off": int(off.sum()),
-        "unproven": int(unproven.sum()),
-        "margin": margin,
-    }
-
-
-def _norm_params(layer: nn.Module, dtype: torch.dtype):
-    """``γ̂, β̂`` of a normalization layer with bounds on ``|γ − γ̂|``, ``|β − β̂|``, |mean|, |bias|."""
-    with torch.no_grad():
-        w = layer.weight.detach().to(dtype)
-        bias = layer.bias.detach().to(dtype)
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-            if layer.training or layer.running_mean is None:
-                raise ValueError(
-                    "a BatchNorm layer uses batch statistics (training mode or no running "
-                    "statistics): its output depends on the batch, so no bound holds; call "
-                    "net.eval()"
-                )
-            mean = layer.running_mean.detach().to(dtype)
-            var = layer.running_var.detach().to(dtype)
-            g = w / torch.sqrt(var + layer.eps)
-            b = bias - g * mean
-            e_g = 8 * U64 * g.abs()
-            e_b = 16 * U64 * ((g * mean).abs() + b.abs())
-            return g, b, e_g, e_b, mean.abs(), bias.abs()
-        zero = torch.zeros_like(w)
-        return w, bias, zero, zero, zero, bias.abs()
-
-
-def _weight(lin: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
-    w = lin.weight.detach()
-    mask = getattr(lin, "mask", None)
-    if mask is not None:
-        w = w * mask  # exact: the mask is 0/1
-    return w.to(dtype)
-
-
-def target_rounding_bound(target, radii: list[float]) -> float:
-    """A bound on ``‖fl(f(x)) − f(x)‖∞`` over the ball for the target evaluated in float64.
-
-    ``|fl(W h̃ + b) − (W h̃ + b)| ≤ γ_(n+1) (|W||h̃| + |b|)`` per layer, with
-    ``|W_i||h̃| ≤ ‖W_i‖ R_l + |W_i| err`` (Cauchy-Schwarz) and the error carried in through |W|.
-    """
-    err = torch.zeros(target.d_in, dtype=torch.float64)
-    for l, (W, b) in enumerate(zip(target.weights, target.biases, strict=True)):
-        n = W.shape[1]
-        Wa = W.abs()
-        dot = _up(_rownorm(W) * radii[l] + Wa @ err, n)
-        err = _up(Wa @ err + _gamma(n + 1) * (dot + b.abs()), n + 2)
-    return float(err.max())
-
-
 def error_bound(net: nn.Module, target, radius: float) -> ErrorBound:
     """Prove a bound on ``max_{‖x‖ ≤ radius} ‖net(x) − target(x)‖∞`` (see the module docstring).
 
@@ -430,7 +152,7 @@ def error_bound(net: nn.Module, target, radius: float) -> ErrorBound:
     eye = torch.eye(d_in, dtype=torch.float64, device=dev)
     zeros = torch.zeros(d_in, dtype=torch.float64, device=dev)
     carry = (zeros.clone(), zeros.clone(), 0.0, 0.0)
-    forms = _Forms(eye, zeros, zeros.clone(), zeros.clone(), carry=carry, radius=radii[0],
+    forms = Forms(eye, zeros, zeros.clone(), zeros.clone(), carry=carry, radius=radii[0],
                    nonneg=False, u=u)  # fmt: skip
     sigmas = [spectral_norm_upper(w) for w in target.weights]
     if isinstance(net, ResidualNormNet):
@@ -447,7 +169,7 @@ def error_bound(net: nn.Module, target, radius: float) -> ErrorBound:
     if not math.isfinite(total):
         total = math.inf
     return ErrorBound(
-        bound=float(_up(total, 3)) if math.isfinite(total) else math.inf,
+        bound=float(up(total, 3)) if math.isfinite(total) else math.inf,
         weights=w_part,
         rounding=fp_part,
         target_rounding=tr,
@@ -465,7 +187,7 @@ def _check_shape(what: str, have: int, need: int) -> None:
         )
 
 
-def _wide(net, target, forms: _Forms, Ws, bs, radii, sigmas, log):
+def _wide(net, target, forms: Forms, Ws, bs, radii, sigmas, log):
     if len(net.linears) != 2 * target.depth:
         raise ValueError(
             f"the network has {len(net.linears)} layers, a wide construction of a depth-"
@@ -474,14 +196,14 @@ def _wide(net, target, forms: _Forms, Ws, bs, radii, sigmas, log):
     dt = torch.float64
     for l in range(target.depth):
         wide, narrow = 2 * l, 2 * l + 1
-        Bm = _weight(net.linears[wide], dt)
+        Bm = frozen_weight(net.linears[wide], dt)
         if Bm.shape[1] != forms.t.shape[0]:
             raise ValueError(
                 f"the network's layer {wide} takes {Bm.shape[1]} inputs, the previous layer "
                 f"gives {forms.t.shape[0]}"
             )
         forms = forms.linear(Bm).norm(net.norms[wide]).relu(f"layer {l} wide", log)
-        forms = forms.linear(_weight(net.linears[narrow], dt)).norm(net.norms[narrow])
+        forms = forms.linear(frozen_weight(net.linears[narrow], dt)).norm(net.norms[narrow])
         d_out = Ws[l].shape[0]
         _check_shape(f"layer {narrow}", forms.t.shape[0], d_out)
         carriers = torch.arange(d_out, device=forms.t.device)
@@ -496,7 +218,7 @@ def _wide(net, target, forms: _Forms, Ws, bs, radii, sigmas, log):
     raise AssertionError("unreachable")
 
 
-def _residual(net, target, forms: _Forms, Ws, bs, radii, sigmas, log):
+def _residual(net, target, forms: Forms, Ws, bs, radii, sigmas, log):
     layers = [c.get("layer") for c in (getattr(net, "meta", {}) or {}).get("layers", [])]
     if len(layers) != net.depth or sorted(set(layers)) != list(range(target.depth)):
         raise ValueError(
@@ -510,9 +232,9 @@ def _residual(net, target, forms: _Forms, Ws, bs, radii, sigmas, log):
     for idx, blk in enumerate(net.blocks):
         l = layers[idx]
         last_block = idx == len(layers) - 1 or layers[idx + 1] != l
-        inner = forms.norm(blk.norm_in).linear(_weight(blk.linear_in, dt)).norm(blk.norm_hid)
+        inner = forms.norm(blk.norm_in).linear(frozen_weight(blk.linear_in, dt)).norm(blk.norm_hid)
         inner = inner.relu(f"layer {l} block {idx} hidden", log)
-        delta = inner.linear(_weight(blk.linear_out, dt)).norm(blk.norm_out)
+        delta = inner.linear(frozen_weight(blk.linear_out, dt)).norm(blk.norm_out)
         pre = forms.add(delta)
         if last_block and l < target.depth - 1:
             dst = ((l + 1) % 2) * r

@@ -92,9 +92,11 @@ class Certificate:
     bound_rel: float | None = None  # error_bound / output_scale
     bound_weights: float | None = None  # the part from effective weights differing from W, b
     bound_rounding: float | None = None  # the part from floating-point rounding (net + target)
+    relu_proven: int | None = None  # always-on ReLUs proven on over the whole ball
     relu_unproven: int | None = None  # always-on/off ReLUs the bound could not prove
     relu_margin: float | None = None  # smallest proven margin of an always-on pre-activation
     reason: str = ""
+    domain: str = ""  # how the radius was chosen (given, or from data with its margin)
     data_points: int = 0  # user data points checked (0: none given)
     data_outside: int = 0  # of those, outside the certified ball
     data_max_norm: float | None = None
@@ -119,7 +121,7 @@ class Certificate:
         bound = "none" if self.error_bound is None else f"{self.error_bound:.3e}"
         lines = [
             f"certificate: {self.method} construction, {self.dtype}, ball ||x|| <= "
-            f"{self.radius:g}",
+            f"{self.radius:g}" + (f" ({self.domain})" if self.domain else ""),
             f"  proven bound  max ||net(x) - f(x)||_inf <= {bound} over the whole ball"
             + (
                 f" (relative {self.bound_rel:.2e}; weights {self.bound_weights:.1e}, rounding "
@@ -135,6 +137,14 @@ class Certificate:
                 else ""
             ),
             f"  output scale  {self.output_scale:.4g}; tolerance {self.tolerance:.0e} x scale",
+        ]
+        if self.relu_proven is not None:
+            lines.append(
+                f"  ReLUs         {self.relu_proven} always-on units proven on over the ball"
+                + (f" (smallest margin {self.relu_margin:.3g})" if self.relu_margin else "")
+                + (f", {self.relu_unproven} NOT proven" if self.relu_unproven else "")
+            )
+        lines += [
             f"  {verdict}: {self.reason}",
         ]
         lines += [f"  note: {n}" for n in self.notes]
@@ -371,9 +381,11 @@ def verify(
         bound_rel=None if eb is None else (eb.bound / scale if scale > 0 else eb.bound),
         bound_weights=None if eb is None else eb.weights,
         bound_rounding=None if eb is None else eb.rounding + eb.target_rounding,
+        relu_proven=None if eb is None else sum(s["on"] for s in eb.relu),
         relu_unproven=None if eb is None else eb.unproven_relus,
         relu_margin=min(margins) if margins else None,
         reason=reason,
+        domain=str(meta.get("domain", "")),
         **data_fields,
         counts=counts,
         layers=list(layers),
