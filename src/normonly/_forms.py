@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from normonly._rigorous import U64, gamma, rownorm, up
+from normonly._rigorous import U64, gamma, rownorm, tree_matmul, up
 
 __all__ = ["Forms", "norm_params", "frozen_weight"]
 
@@ -47,8 +47,10 @@ class Forms:
         Ma = M.abs()
         mag = self.mag()
         e_w = up(Ma @ self.e_w, n)
-        e_fp = up(Ma @ (self.e_fp + (gamma(n, self.u) + gamma(n)) * mag), n)
-        return self._new(M @ self.T, M @ self.t, e_w, e_fp)
+        Tt, k = tree_matmul(M, torch.cat([self.T, self.t[:, None]], dim=1))
+        # the network's own product rounds with γ_n; ours (a summation tree) with γ_k, k << n
+        e_fp = up(Ma @ (self.e_fp + (gamma(n, self.u) + gamma(k)) * mag), n)
+        return self._new(Tt[:, :-1], Tt[:, -1], e_w, e_fp)
 
     def norm(self, layer: nn.Module) -> Forms:
         g, b, e_g, e_b, mean_abs, bias_abs = norm_params(layer, self.t.dtype)

@@ -31,6 +31,7 @@ Block (l, j), with ``u`` the layer's input (true values, ``‖u‖ ≤ R_in``):
    is 0 after the first layer since ``u = σ(·) ≥ 0``), γ = β = 0 elsewhere: output ``u_{J_j}``.
 2. ``N_hid``: γ solves the Khatri-Rao system ``M_out[dst,:] diag(γ) M_in[:, J_j] = W[:, J_j]``
    (:func:`normonly.linalg.solve_scales`), β = :func:`~normonly.construct.wide.relu_on_shift`
+   (which uses ``u ≥ 0`` after the first layer)
    with the bound ``‖u_{J_j}‖ ≤ R_in`` keeps every hidden ReLU on.
 3. ``N_out``: γ = 1 on the destination coordinates ``0..d_out-1``, 0 elsewhere;
    β = −M_out[dst,:] β_hid (cancels the hidden offset), plus the lift ``C_i = (1+margin)‖W_i‖R_in``
@@ -66,7 +67,7 @@ import torch
 
 from normonly._checks import check_density, check_int, check_overparam, check_radius
 from normonly.certificate import LayerCertificate
-from normonly.construct.wide import RELU_MARGIN, next_radius, relu_on_shift
+from normonly.construct.wide import RELU_MARGIN, next_radius, relu_on_need, relu_on_shift
 from normonly.linalg.solve import solve_scales
 from normonly.linalg.sparse_rank import require_full_row_rank
 from normonly.network import check_norm, set_norm_affine
@@ -240,9 +241,9 @@ def build_residual(
             if bool((M_out == 0).any()) or bool((M_in == 0).any()):
                 require_full_row_rank(M_out, M_in, layer=l)  # sparse: raises with the fix
             gamma, info = solve_scales(M_out, M_in, W[:, J], solver=solver)
-            beta = relu_on_shift(gamma, M_in, radius_in)
+            beta = relu_on_shift(gamma, M_in, radius_in, nonneg=l > 0)  # u = σ(·) >= 0
             _set(blk.norm_hid, gamma, beta)
-            margins = [beta - gamma.abs() * M_in.norm(dim=1) * radius_in]
+            margins = [beta - relu_on_need(gamma, M_in, radius_in, nonneg=l > 0)]
             # N_out: destination gets the chunk's product; lifts, bias and clearing as documented
             shift = -(M_out @ beta)  # (d_out,)
             if first and not last:

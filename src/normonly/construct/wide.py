@@ -6,7 +6,9 @@ a wide one ``B ∈ R^{m×d_in}`` (m ≥ d_in·d_out) and a narrow one ``A ∈ R^
     u ──► B ──► γ ⊙ · + β ──► σ (always on) ──► A ──► 1 ⊙ · + β' ──► σ  ==  σ(W u + b)
 
 1. scales: ``A diag(γ) B = W`` is the Khatri-Rao system ``K γ = vec(W)`` (minimum-norm γ);
-2. ReLU on: ``β_k = (1 + margin) |γ_k| ‖B[k,:]‖ R_in`` keeps every wide pre-activation ≥ 0;
+2. ReLU on: ``β_k = (1 + margin) |γ_k| ‖B[k,:]‖ R_in`` keeps every wide pre-activation ≥ 0
+   (after the first layer the input is a ReLU output, ``u ≥ 0``, and ``‖(γ_k B[k,:])^−‖``
+   replaces ``|γ_k| ‖B[k,:]‖``);
 3. bias: ``β' = b − A β`` cancels the shifts and adds the target bias;
 4. next bound: ``R_out`` from ``‖σ(Wu + b)‖ ≤ ‖(|W_i| R_in + b_i)_+‖`` and ``‖W‖₂ R_in + ‖b‖``.
 
@@ -28,7 +30,9 @@ from normonly.linalg.sparse_rank import require_full_row_rank
 from normonly.network import NormNet
 from normonly.target import TargetMLP
 
-__all__ = ["build_wide", "wide_widths", "relu_on_shift", "next_radius", "RELU_MARGIN"]
+__all__ = [
+    "build_wide", "wide_widths", "relu_on_shift", "relu_on_need", "next_radius", "RELU_MARGIN"
+]  # fmt: skip
 
 RELU_MARGIN = 2.0**-6  # relative slack on the always-on shifts, far above round-off
 
@@ -70,9 +74,28 @@ def wide_widths(
     return out
 
 
-def relu_on_shift(gamma: torch.Tensor, B: torch.Tensor, radius_in: float) -> torch.Tensor:
-    """β with ``γ_k (B u)_k + β_k ≥ 0`` for all ``‖u‖ ≤ R_in`` (SPEC §2 step 2), shape (m,)."""
-    return (1.0 + RELU_MARGIN) * gamma.abs() * B.norm(dim=1) * radius_in
+def relu_on_need(
+    gamma: torch.Tensor, B: torch.Tensor, radius_in: float, *, nonneg: bool = False
+) -> torch.Tensor:
+    """``max_u −γ_k (B u)_k`` over ``‖u‖ ≤ R_in`` (and ``u ≥ 0`` if ``nonneg``), shape (m,).
+
+    Over the ball it is ``|γ_k| ‖B_k‖ R_in``; when the input is a ReLU output (``u ≥ 0``) only
+    the negative part of ``γ_k B_k`` can pull the pre-activation down: ``‖(γ_k B_k)^−‖ R_in``,
+    about ``1/√2`` of it — smaller shifts, less float64 cancellation.
+    """
+    if not nonneg:
+        return gamma.abs() * B.norm(dim=1) * radius_in
+    return (gamma[:, None] * B).clamp(max=0.0).norm(dim=1) * radius_in
+
+
+def relu_on_shift(
+    gamma: torch.Tensor, B: torch.Tensor, radius_in: float, *, nonneg: bool = False
+) -> torch.Tensor:
+    """β with ``γ_k (B u)_k + β_k ≥ 0`` for all ``‖u‖ ≤ R_in`` (``u ≥ 0`` if ``nonneg``).
+
+    The always-on shifts (step 2 of the construction), with a relative margin ``RELU_MARGIN``.
+    """
+    return (1.0 + RELU_MARGIN) * relu_on_need(gamma, B, radius_in, nonneg=nonneg)
 
 
 def next_radius(W: torch.Tensor, b: torch.Tensor, radius_in: float) -> float:
@@ -134,7 +157,7 @@ def build_wide(
         if not least_squares and (bool((A == 0).any()) or bool((B == 0).any())):
             require_full_row_rank(A, B, layer=l)  # sparse (Theorem 3): raises with the fix
         gamma, info = solve_scales(A, B, W, solver=solver, allow_rank_deficient=least_squares)
-        beta = relu_on_shift(gamma, B, radius_in)
+        beta = relu_on_shift(gamma, B, radius_in, nonneg=l > 0)  # layer l > 0: input ≥ 0
         net.set_affine(2 * l, gamma, beta)
         # narrow layer: unit scale on the d_out carriers, everything else switched off
         g_out = torch.zeros(A_full.shape[0], dtype=W.dtype, device=dev)
@@ -142,7 +165,7 @@ def build_wide(
         g_out[:d_out] = 1.0
         b_out[:d_out] = b - A @ beta  # cancels the always-on shifts, adds the target bias
         net.set_affine(2 * l + 1, g_out, b_out)
-        margin = float((beta - gamma.abs() * B.norm(dim=1) * radius_in).min())
+        margin = float((beta - relu_on_need(gamma, B, radius_in, nonneg=l > 0)).min())
         certs.append(
             LayerCertificate.from_solve(
                 info, layer=l, block=0, relu_margin=margin, radius_in=radius_in
