@@ -48,8 +48,8 @@ NAIVE_MEM_FACTOR = 2.2  # gelsd holds K, a Fortran copy of it and its workspace 
 def _problem(width: int, overparam: float, seed: int, dtype=None):
     import torch
 
-    from normonly.network import NormNet
-    from normonly.target import TargetMLP
+    from normonly.nets.target import TargetMLP
+    from normonly.nets.wide import NormNet
 
     m = math.ceil(overparam * width * width - 1e-9)
     target = TargetMLP.random([width, width], seed=seed)

@@ -11,8 +11,9 @@ import torch
 from normonly import TargetMLP, reconstruct, verify
 from normonly.bound import error_bound, spectral_norm_upper
 from normonly.certificate import DEFAULT_RTOL
-from normonly.network import Affine, MaskedLinear, NormNet
-from normonly.residual_network import ResidualNormNet
+from normonly.nets.layers import Affine, MaskedLinear
+from normonly.nets.residual import ResidualNormNet
+from normonly.nets.wide import NormNet
 
 F64 = torch.float64
 

@@ -13,9 +13,9 @@ from normonly.certificate import sample_ball, verify
 from normonly.construct import reconstruct
 from normonly.construct.residual import build_residual, check_k, residual_layout
 from normonly.construct.wide import wide_widths
-from normonly.network import load_network
-from normonly.residual_network import ResidualNormNet, residual_parameter_counts
-from normonly.target import TargetMLP
+from normonly.nets.io import load_network
+from normonly.nets.residual import ResidualNormNet, residual_parameter_counts
+from normonly.nets.target import TargetMLP
 
 EPS = torch.finfo(torch.float64).eps
 REL_TOL = 1e-9  # the exactness bar in float64 (≈ 4.5e6 eps)

@@ -23,8 +23,10 @@ from normonly.linalg.sparse_rank import (
     require_full_row_rank,
     wilson_interval,
 )
-from normonly.network import MaskedLinear, NormNet, load_network
-from normonly.target import TargetMLP
+from normonly.nets.io import load_network
+from normonly.nets.layers import MaskedLinear
+from normonly.nets.target import TargetMLP
+from normonly.nets.wide import NormNet
 
 
 def _widths(target: TargetMLP, overparam: float) -> list[int]:

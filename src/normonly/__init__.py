@@ -41,12 +41,12 @@ _WHERE = {
     "UncertifiedDtypeWarning": "normonly.errors",
     "khatri_rao": "normonly.linalg",
     "solve_scales": "normonly.linalg",
-    "Affine": "normonly.network",
-    "MaskedLinear": "normonly.network",
-    "NormNet": "normonly.network",
-    "load_network": "normonly.network",
-    "TargetMLP": "normonly.target",
-    "ResidualNormNet": "normonly.residual_network",
+    "Affine": "normonly.nets.layers",
+    "MaskedLinear": "normonly.nets.layers",
+    "NormNet": "normonly.nets.wide",
+    "load_network": "normonly.nets.io",
+    "TargetMLP": "normonly.nets.target",
+    "ResidualNormNet": "normonly.nets.residual",
     "fit_norm_only": "normonly.train",
     "freeze_all_but_norm": "normonly.train",
 }
@@ -82,7 +82,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         UncertifiedDtypeWarning,
     )
     from normonly.linalg import khatri_rao, solve_scales
-    from normonly.network import Affine, MaskedLinear, NormNet, load_network
-    from normonly.residual_network import ResidualNormNet
-    from normonly.target import TargetMLP
+    from normonly.nets.io import load_network
+    from normonly.nets.layers import Affine, MaskedLinear
+    from normonly.nets.residual import ResidualNormNet
+    from normonly.nets.target import TargetMLP
+    from normonly.nets.wide import NormNet
     from normonly.train import fit_norm_only, freeze_all_but_norm

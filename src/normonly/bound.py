@@ -138,8 +138,8 @@ def error_bound(net: nn.Module, target, radius: float) -> ErrorBound:
         The network's structure does not match the target (not a construction of it), or a
         BatchNorm is in training mode.
     """
-    from normonly.network import NormNet
-    from normonly.residual_network import ResidualNormNet
+    from normonly.nets.residual import ResidualNormNet
+    from normonly.nets.wide import NormNet
 
     p = next(net.parameters())
     u = torch.finfo(p.dtype).eps / 2

@@ -25,7 +25,7 @@ from torch import nn
 
 from normonly._checks import check_int, check_radius, check_rtol
 from normonly.errors import CertificateError
-from normonly.target import TargetMLP
+from normonly.nets.target import TargetMLP
 
 __all__ = ["Certificate", "LayerCertificate", "verify", "sample_ball", "DEFAULT_RTOL"]
 

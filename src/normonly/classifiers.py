@@ -24,7 +24,7 @@ from torch import nn
 
 from normonly._checks import check_density, check_int
 from normonly.data import Dataset
-from normonly.network import MaskedLinear
+from normonly.nets.layers import MaskedLinear
 
 __all__ = [
     "MaskedConv1d",

@@ -27,8 +27,8 @@ from normonly._checks import (
 )
 from normonly.certificate import Certificate, LayerCertificate, verify
 from normonly.errors import InfeasibleError, UncertifiedDtypeWarning
-from normonly.network import check_norm
-from normonly.target import TargetMLP
+from normonly.nets.layers import check_norm
+from normonly.nets.target import TargetMLP
 
 __all__ = ["reconstruct", "Reconstruction", "METHODS"]
 

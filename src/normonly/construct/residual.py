@@ -3,7 +3,7 @@
 Width is traded for depth: with partition size k, target layer ``u ↦ σ(W u + b)``
 (``W ∈ R^{d_out×d_in}``) is rebuilt by ``⌈d_in/k⌉`` residual blocks, block j adding the chunk
 ``W[:, J_j] u_{J_j}`` (``J_j`` = inputs ``jk .. min((j+1)k, d_in) − 1``) into a register of a
-:class:`~normonly.residual_network.ResidualNormNet`. Block j has hidden width
+:class:`~normonly.nets.residual.ResidualNormNet`. Block j has hidden width
 ``⌈overparam·d_out·|J_j|⌉``: ``⌈overparam·d_out·k⌉`` for every block but a shorter last chunk,
 which gets the smaller width it needs. ``k = d_in`` gives one block of the wide construction's
 width ``⌈overparam·d_in·d_out⌉``; ``k = 1`` gives ``d_in`` blocks of width
@@ -47,7 +47,7 @@ Block (l, j), with ``u`` the layer's input (true values, ``‖u‖ ≤ R_in``):
 Size. With ``r = max(widths)`` and ``h_b`` the hidden width of block b: depth
 ``Σ_l ⌈d_in,l / k_l⌉`` blocks, frozen ``4r·Σ_b h_b`` weights, trainable
 ``2·d_in + 2·d_out + Σ_b (8r + 2h_b)`` normalization parameters
-(:func:`~normonly.residual_network.residual_parameter_counts`). Since ``Σ_j |J_j| = d_in``, at
+(:func:`~normonly.nets.residual.residual_parameter_counts`). Since ``Σ_j |J_j| = d_in``, at
 ``overparam = 1`` the frozen count is ``4r·Σ_l d_in,l·d_out,l`` for every k: from ``k = d_in`` to
 ``k = 1`` the hidden width shrinks by the factor d_in while the depth grows by the same factor;
 only the ``8r`` stream normalization parameters per block grow with the depth.
@@ -70,9 +70,9 @@ from normonly.certificate import LayerCertificate
 from normonly.construct.wide import RELU_MARGIN, next_radius, relu_on_need, relu_on_shift
 from normonly.linalg.solve import solve_scales
 from normonly.linalg.sparse_rank import require_full_row_rank
-from normonly.network import check_norm, set_norm_affine
-from normonly.residual_network import ResidualNormNet
-from normonly.target import TargetMLP
+from normonly.nets.layers import check_norm, set_norm_affine
+from normonly.nets.residual import ResidualNormNet
+from normonly.nets.target import TargetMLP
 
 __all__ = ["build_residual", "residual_layout", "check_k"]
 

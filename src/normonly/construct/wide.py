@@ -27,8 +27,8 @@ from normonly.certificate import LayerCertificate
 from normonly.errors import InfeasibleError
 from normonly.linalg.solve import solve_scales
 from normonly.linalg.sparse_rank import require_full_row_rank
-from normonly.network import NormNet
-from normonly.target import TargetMLP
+from normonly.nets.target import TargetMLP
+from normonly.nets.wide import NormNet
 
 __all__ = [
     "build_wide", "wide_widths", "relu_on_shift", "relu_on_need", "next_radius", "RELU_MARGIN"

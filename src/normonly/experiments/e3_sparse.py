@@ -183,8 +183,8 @@ def _run_recon(cfg: E3Config, trial: dict) -> dict:
     from normonly.construct import reconstruct
     from normonly.construct.wide import wide_widths
     from normonly.errors import RankDeficientError
-    from normonly.network import NormNet
-    from normonly.target import TargetMLP
+    from normonly.nets.target import TargetMLP
+    from normonly.nets.wide import NormNet
 
     d, q, p, s = trial["d"], trial["overparam"], trial["density"], trial["seed"]
     target = TargetMLP.random([d, d, d], seed=s)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from normonly._checks import check_int, check_radius
-from normonly.target import TargetMLP
+from normonly.nets.target import TargetMLP
 
 __all__ = ["RegressionData", "regression_data", "uniform_ball", "SPLITS"]
 

@@ -8,7 +8,7 @@ third-party classes (Hugging Face's ``T5LayerNorm``, ``LlamaRMSNorm``, ...), by 
 ============  =======================================================================
 kind          modules
 ============  =======================================================================
-affine        :class:`normonly.network.Affine` (the per-unit ``γ ⊙ z + β`` of ``NormNet``)
+affine        :class:`normonly.nets.layers.Affine` (the per-unit ``γ ⊙ z + β`` of ``NormNet``)
 batchnorm     ``nn.BatchNorm1d/2d/3d``, ``SyncBatchNorm``; class names ending in ``BatchNorm``
 layernorm     ``nn.LayerNorm``; class names ending in ``LayerNorm`` (optionally ``2d``)
 groupnorm     ``nn.GroupNorm``; class names ending in ``GroupNorm``
@@ -31,7 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from normonly.network import Affine
+from normonly.nets.layers import Affine
 
 __all__ = ["freeze_all_but_norm", "norm_kind", "FreezeSummary", "NORM_KINDS", "DEFAULT_KINDS"]
 
@@ -146,12 +146,12 @@ def freeze_all_but_norm(
     Parameters
     ----------
     model : nn.Module
-        Any PyTorch model: a :class:`~normonly.network.NormNet`, an ``nn.Sequential`` with
+        Any PyTorch model: a :class:`~normonly.nets.wide.NormNet`, an ``nn.Sequential`` with
         BatchNorm, a transformer with LayerNorms, ...
     kinds : sequence of str
         Which norm kinds to train, from :data:`NORM_KINDS`. The default is every kind but
-        ``"instancenorm"``; it includes ``"affine"`` (normonly's :class:`~normonly.network.Affine`)
-        so that ``NormNet(norm="affine")`` works as well as ``norm="batchnorm"``.
+        ``"instancenorm"``; it includes ``"affine"`` (normonly's
+        :class:`~normonly.nets.layers.Affine`) so that ``NormNet(norm="affine")`` works as well as ``norm="batchnorm"``.
     include_bias : bool
         Also leave the biases of ``nn.Linear`` and convolution layers trainable (a common variant
         of norm-only tuning, e.g. BitFit-style).

@@ -3,7 +3,7 @@
 ``ResidualNormNet`` (SPEC §3) carries a residual stream ``s`` of width ``2·register`` (two
 registers of ``register`` coordinates each). It is an ordinary ``nn.Module`` built from standard
 parts: frozen ``nn.Linear(bias=False)`` weights, per-coordinate normalizations (``nn.BatchNorm1d``
-in eval mode or :class:`~normonly.network.Affine`), ReLU, zero padding and slicing::
+in eval mode or :class:`~normonly.nets.layers.Affine`), ReLU, zero padding and slicing::
 
     x ─► N_lift ─► zero-pad to 2·register ─► s
     s ─► block_1 ─► ... ─► block_B ─► s[:, out_register slice][:, :d_out] ─► N_read ─► y
@@ -15,7 +15,7 @@ in eval mode or :class:`~normonly.network.Affine`), ReLU, zero padding and slici
 ``N_lift`` has ``d_in`` units, ``N_in`` and ``N_out`` have ``2·register``, ``N_hid`` has
 ``hidden[b]`` and ``N_read`` has ``d_out``. Every weight matrix is drawn N(0, 1/fan_in) from a
 private generator seeded by ``seed`` (``M_in`` then ``M_out``, block by block), optionally masked
-with keep probability ``density`` (:func:`normonly.network.random_linear`).
+with keep probability ``density`` (:func:`normonly.nets.layers.random_linear`).
 
 Parameter counts (``r = register``, ``h_b = hidden[b]``)::
 
@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from normonly._checks import check_density, check_int
-from normonly.network import _norm_layer, _NormNetBase, check_norm, random_linear
+from normonly.nets.base import NormNetBase
+from normonly.nets.layers import check_norm, norm_layer, random_linear
 
 __all__ = ["ResidualNormNet", "ResidualBlock", "residual_parameter_counts"]
 
@@ -66,11 +67,11 @@ class ResidualBlock(nn.Module):
         dtype: torch.dtype,
     ) -> None:
         super().__init__()
-        self.norm_in = _norm_layer(norm, stream, dtype)
+        self.norm_in = norm_layer(norm, stream, dtype)
         self.linear_in = random_linear(stream, hidden, g, density=density, dtype=dtype)
-        self.norm_hid = _norm_layer(norm, hidden, dtype)
+        self.norm_hid = norm_layer(norm, hidden, dtype)
         self.linear_out = random_linear(hidden, stream, g, density=density, dtype=dtype)
-        self.norm_out = _norm_layer(norm, stream, dtype)
+        self.norm_out = norm_layer(norm, stream, dtype)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         a = torch.relu(self.norm_hid(self.linear_in(self.norm_in(s))))  # (n, h)
@@ -91,7 +92,7 @@ def residual_parameter_counts(
     return {"trainable": trainable, "frozen": 4 * register * sum(hidden)}
 
 
-class ResidualNormNet(_NormNetBase):
+class ResidualNormNet(NormNetBase):
     """Frozen random residual ReLU network with trainable per-coordinate normalizations.
 
     Parameters
@@ -162,11 +163,11 @@ class ResidualNormNet(_NormNetBase):
         }
         g = torch.Generator().manual_seed(seed)
         stream = 2 * register
-        self.lift = _norm_layer(norm, d_in, dtype)
+        self.lift = norm_layer(norm, d_in, dtype)
         self.blocks = nn.ModuleList(
             ResidualBlock(stream, h, g, norm=norm, density=density, dtype=dtype) for h in hidden
         )
-        self.readout = _norm_layer(norm, d_out, dtype)
+        self.readout = norm_layer(norm, d_out, dtype)
         self.meta = {}
         self.freeze_weights()
 

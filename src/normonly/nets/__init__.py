@@ -1,0 +1,6 @@
+"""The networks as torch modules: layers, the wide NormNet, the residual one, the target MLP.
+
+``layers`` (normalizations, frozen random weights) → ``base`` (what every norm-only network
+shares) → ``wide`` / ``residual`` (the two architectures) → ``io`` (loading a saved network);
+``target`` holds the ReLU MLP that a network reproduces.
+"""
