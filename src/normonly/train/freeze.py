@@ -151,7 +151,8 @@ def freeze_all_but_norm(
     kinds : sequence of str
         Which norm kinds to train, from :data:`NORM_KINDS`. The default is every kind but
         ``"instancenorm"``; it includes ``"affine"`` (normonly's
-        :class:`~normonly.nets.layers.Affine`) so that ``NormNet(norm="affine")`` works as well as ``norm="batchnorm"``.
+        :class:`~normonly.nets.layers.Affine`) so that ``NormNet(norm="affine")`` works as well
+        as ``norm="batchnorm"``.
     include_bias : bool
         Also leave the biases of ``nn.Linear`` and convolution layers trainable (a common variant
         of norm-only tuning, e.g. BitFit-style).
