@@ -73,7 +73,7 @@ def _set_scales(net, target, gamma, radius: float = 1.0) -> None:
 def _rel_error(net, target, n_points: int, seed: int = 1) -> float:
     import torch
 
-    from normonly.certificate import sample_ball
+    from normonly.certificate.sampling import sample_ball
 
     p = next(net.parameters())
     inside, sphere = sample_ball(n_points, target.d_in, 1.0, seed=seed)
@@ -173,7 +173,7 @@ def work_ours(cfg: dict) -> dict:
 def work_adam(cfg: dict) -> dict:
     import torch
 
-    from normonly.certificate import sample_ball
+    from normonly.certificate.sampling import sample_ball
 
     target, net = _problem(cfg["width"], cfg["overparam"], cfg["seed"], dtype=torch.float32)
     dev = torch.device(cfg.get("device", "cpu"))

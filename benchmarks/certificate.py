@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from normonly import TargetMLP, reconstruct  # noqa: E402
-from normonly.bound import error_bound  # noqa: E402
+from normonly.certificate.bound import error_bound  # noqa: E402
 
 F64 = torch.float64
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from normonly import TargetMLP, reconstruct, verify
-from normonly.bound import error_bound, spectral_norm_upper
-from normonly.certificate import DEFAULT_RTOL
+from normonly.certificate.bound import error_bound, spectral_norm_upper
+from normonly.certificate.verify import DEFAULT_RTOL
 from normonly.nets.layers import Affine, MaskedLinear
 from normonly.nets.residual import ResidualNormNet
 from normonly.nets.wide import NormNet

@@ -9,8 +9,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from normonly.certificate import sample_ball, verify
-from normonly.construct import reconstruct
+from normonly.api import reconstruct
+from normonly.certificate.sampling import sample_ball
+from normonly.certificate.verify import verify
 from normonly.construct.residual import build_residual, check_k, residual_layout
 from normonly.construct.wide import wide_widths
 from normonly.nets.io import load_network

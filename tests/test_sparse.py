@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from normonly.construct import reconstruct
+from normonly.api import reconstruct
 from normonly.construct.wide import wide_widths
 from normonly.errors import RankDeficientError
 from normonly.linalg._modular import cascade, dense_rank, reduce_mod

@@ -24,11 +24,11 @@ __version__ = "0.1.0"
 
 _WHERE = {
     "Certificate": "normonly.certificate",
-    "LayerCertificate": "normonly.certificate",
+    "LayerCertificate": "normonly.construct.record",
     "sample_ball": "normonly.certificate",
     "verify": "normonly.certificate",
-    "Reconstruction": "normonly.construct",
-    "reconstruct": "normonly.construct",
+    "Reconstruction": "normonly.api",
+    "reconstruct": "normonly.api",
     "CertificateError": "normonly.errors",
     "IllConditionedWarning": "normonly.errors",
     "InfeasibleError": "normonly.errors",
@@ -36,8 +36,8 @@ _WHERE = {
     "RankDeficientError": "normonly.errors",
     "OutsideBallError": "normonly.errors",
     "OutsideBallWarning": "normonly.errors",
-    "ErrorBound": "normonly.bound",
-    "error_bound": "normonly.bound",
+    "ErrorBound": "normonly.certificate",
+    "error_bound": "normonly.certificate",
     "UncertifiedDtypeWarning": "normonly.errors",
     "khatri_rao": "normonly.linalg",
     "solve_scales": "normonly.linalg",
@@ -68,9 +68,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from normonly.bound import ErrorBound, error_bound
-    from normonly.certificate import Certificate, LayerCertificate, sample_ball, verify
-    from normonly.construct import Reconstruction, reconstruct
+    from normonly.api import Reconstruction, reconstruct
+    from normonly.certificate.bound import ErrorBound, error_bound
+    from normonly.certificate.record import Certificate
+    from normonly.certificate.sampling import sample_ball
+    from normonly.certificate.verify import verify
+    from normonly.construct.record import LayerCertificate
     from normonly.errors import (
         CertificateError,
         IllConditionedWarning,

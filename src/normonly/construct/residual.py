@@ -53,7 +53,7 @@ Size. With ``r = max(widths)`` and ``h_b`` the hidden width of block b: depth
 only the ``8r`` stream normalization parameters per block grow with the depth.
 
 Radii propagate with :func:`~normonly.construct.wide.next_radius`. Each block reports a
-:class:`~normonly.certificate.LayerCertificate` whose ``relu_margin`` is the smallest bound, over
+:class:`~normonly.construct.record.LayerCertificate` whose ``relu_margin`` is the smallest bound, over
 the ball, of that block's always-on pre-activations (hidden units, lifted partial sums, lifted
 input, lifted output).
 """
@@ -66,7 +66,7 @@ from numbers import Integral
 import torch
 
 from normonly._checks import check_density, check_int, check_overparam, check_radius
-from normonly.certificate import LayerCertificate
+from normonly.construct.record import LayerCertificate
 from normonly.construct.wide import RELU_MARGIN, next_radius, relu_on_need, relu_on_shift
 from normonly.linalg.solve import solve_scales
 from normonly.linalg.sparse_rank import require_full_row_rank

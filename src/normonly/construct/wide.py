@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from normonly.certificate import LayerCertificate
+from normonly.construct.record import LayerCertificate
 from normonly.errors import InfeasibleError
 from normonly.linalg.solve import solve_scales
 from normonly.linalg.sparse_rank import require_full_row_rank

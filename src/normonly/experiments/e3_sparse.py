@@ -180,7 +180,7 @@ def _run(cfg: E3Config, trial: dict) -> dict:
 
 
 def _run_recon(cfg: E3Config, trial: dict) -> dict:
-    from normonly.construct import reconstruct
+    from normonly.api import reconstruct
     from normonly.construct.wide import wide_widths
     from normonly.errors import RankDeficientError
     from normonly.nets.target import TargetMLP

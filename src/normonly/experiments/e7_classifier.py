@@ -53,7 +53,7 @@ class E7Config(ExperimentConfig):
 
     def validate(self) -> None:
         from normonly._checks import check_int, check_overparam
-        from normonly.construct import METHODS
+        from normonly.api import METHODS
         from normonly.data import DATASETS
 
         if not set(self.datasets) <= set(DATASETS):

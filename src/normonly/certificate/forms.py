@@ -1,4 +1,4 @@
-"""Affine forms with error bounds, pushed through a network's layers (see normonly.bound)."""
+"""Affine forms with error bounds, pushed through a network's layers (see normonly.certificate.bound)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 import torch
 from torch import nn
 
-from normonly._rigorous import U64, gamma, rownorm, tree_matmul, up
+from normonly.certificate.rigorous import U64, gamma, rownorm, tree_matmul, up
 
 __all__ = ["Forms", "norm_params", "frozen_weight"]
 
-_NORM_ROUNDINGS = 16  # c of normonly.bound: per-unit rounding allowance of a normalization layer
+_NORM_ROUNDINGS = 16  # c of certificate.bound: per-unit rounding allowance of a normalization layer
 
 
 class Forms:

@@ -77,8 +77,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from normonly._forms import Forms, frozen_weight
-from normonly._rigorous import spectral_norm_upper, target_radii, target_rounding_bound, up
+from normonly.certificate.forms import Forms, frozen_weight
+from normonly.certificate.rigorous import (
+    spectral_norm_upper,
+    target_radii,
+    target_rounding_bound,
+    up,
+)
 
 __all__ = ["ErrorBound", "error_bound", "spectral_norm_upper", "target_radii"]
 

@@ -1,7 +1,7 @@
 """Rigorous floating-point helpers: γ_n, upward rounding, spectral norms, target radii.
 
 Every function here returns an *upper bound* on a real quantity (a norm, a radius, a rounding
-error), never an estimate; see :mod:`normonly.bound` for how they are used.
+error), never an estimate; see :mod:`normonly.certificate.bound` for how they are used.
 """
 
 from __future__ import annotations
