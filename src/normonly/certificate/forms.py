@@ -1,4 +1,4 @@
-"""Affine forms with error bounds, pushed through a network's layers (see normonly.certificate.bound)."""
+"""Affine forms with error bounds, pushed through the layers of a network (see .bound)."""
 
 from __future__ import annotations
 

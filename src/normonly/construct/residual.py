@@ -53,9 +53,9 @@ Size. With ``r = max(widths)`` and ``h_b`` the hidden width of block b: depth
 only the ``8r`` stream normalization parameters per block grow with the depth.
 
 Radii propagate with :func:`~normonly.construct.wide.next_radius`. Each block reports a
-:class:`~normonly.construct.record.LayerCertificate` whose ``relu_margin`` is the smallest bound, over
-the ball, of that block's always-on pre-activations (hidden units, lifted partial sums, lifted
-input, lifted output).
+:class:`~normonly.construct.record.LayerCertificate` whose ``relu_margin`` is the smallest
+bound, over the ball, of that block's always-on pre-activations (hidden units, lifted partial
+sums, lifted input, lifted output).
 """
 
 from __future__ import annotations
