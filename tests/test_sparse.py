@@ -13,16 +13,15 @@ from hypothesis import strategies as st
 from normonly.api import reconstruct
 from normonly.construct.wide import wide_widths
 from normonly.errors import RankDeficientError
-from normonly.linalg._modular import cascade, dense_rank, reduce_mod
-from normonly.linalg.rank import full_row_rank, modular_rank
-from normonly.linalg.sparse_rank import (
+from normonly.linalg.full_rank_probability import (
     critical_density_draws,
-    dead_unit_free_probability,
     estimate_full_rank_probability,
     necessary_density,
-    require_full_row_rank,
     wilson_interval,
 )
+from normonly.linalg.modular import cascade, dense_rank, reduce_mod
+from normonly.linalg.rank import full_row_rank, modular_rank
+from normonly.linalg.sparse_check import dead_unit_free_probability, require_full_row_rank
 from normonly.nets.io import load_network
 from normonly.nets.layers import MaskedLinear
 from normonly.nets.target import TargetMLP
@@ -226,7 +225,7 @@ def test_critical_draws_agree_with_the_estimator_and_the_bounds():
         est = estimate_full_rank_probability(5, 25, grid[i], trials=12, seed=4)
         assert est["full"] == res["full_counts"][i]
     assert res["full_counts"] == sorted(res["full_counts"]) and res["full_counts"][-1] == 12
-    from normonly.linalg.sparse_rank import _draw
+    from normonly.linalg.full_rank_probability import _draw
 
     for t in range(5):  # at the necessary density the masks are deficient by the bounds
         UA, UB, _ = _draw(5, 5, 25, 4, t)

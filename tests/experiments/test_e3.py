@@ -10,7 +10,7 @@ from normonly.cli import main
 from normonly.experiments import registry
 from normonly.experiments.e3_sparse import EXPERIMENT as E3
 from normonly.experiments.e3_sparse import E3Config, curves, law_fits, threshold, trials
-from normonly.linalg.sparse_rank import estimate_full_rank_probability
+from normonly.linalg.full_rank_probability import estimate_full_rank_probability
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -69,7 +69,7 @@ from normonly._checks import check_density, check_int, check_overparam, check_ra
 from normonly.construct.record import LayerCertificate
 from normonly.construct.wide import RELU_MARGIN, next_radius, relu_on_need, relu_on_shift
 from normonly.linalg.solve import solve_scales
-from normonly.linalg.sparse_rank import require_full_row_rank
+from normonly.linalg.sparse_check import require_full_row_rank
 from normonly.nets.layers import check_norm, set_norm_affine
 from normonly.nets.residual import ResidualNormNet
 from normonly.nets.target import TargetMLP

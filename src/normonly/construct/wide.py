@@ -26,7 +26,7 @@ import torch
 from normonly.construct.record import LayerCertificate
 from normonly.errors import InfeasibleError
 from normonly.linalg.solve import solve_scales
-from normonly.linalg.sparse_rank import require_full_row_rank
+from normonly.linalg.sparse_check import require_full_row_rank
 from normonly.nets.target import TargetMLP
 from normonly.nets.wide import NormNet
 

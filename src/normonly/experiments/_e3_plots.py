@@ -35,7 +35,7 @@ def figures(cfg, rows: list[dict], outdir: Path) -> list[Path]:
 
 
 def _probability_figure(cfg, cs: dict, outdir: Path, plt) -> Path:
-    from normonly.linalg.sparse_rank import wilson_interval
+    from normonly.linalg.full_rank_probability import wilson_interval
 
     ds = sorted({d for d, _ in cs})
     colors = {q: f"C{i}" for i, q in enumerate(sorted({q for _, q in cs}))}  # same q, same color

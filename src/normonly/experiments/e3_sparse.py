@@ -5,7 +5,7 @@ Two kinds of trials:
 ``rank``
     One (d, overparam, block of draws). For each seeded draw of masked A (d × m) and B (m × d),
     m = overparam·d², the first density of a geometric grid at which K has full row rank — the
-    exact generic rank of the mask (:mod:`normonly.linalg.sparse_rank`). A draw's masks are
+    exact generic rank of the mask (:mod:`normonly.linalg.full_rank_probability`). A draw's masks are
     nested in p, so a few rank checks per draw give P(full rank) at every grid density.
 ``recon``
     One (d, overparam, density, seed): reconstruct a random width-d depth-2 target with sparse
@@ -158,7 +158,7 @@ def run_trial(cfg: E3Config, trial: dict) -> dict:
 
 def _run(cfg: E3Config, trial: dict) -> dict:
     if trial["kind"] == "rank":
-        from normonly.linalg.sparse_rank import critical_density_draws
+        from normonly.linalg.full_rank_probability import critical_density_draws
 
         d, q = trial["d"], trial["overparam"]
         res = critical_density_draws(
@@ -249,7 +249,7 @@ def threshold(grid: list[float], frac: list[float], level: float) -> float:
 
 def wilson_range(c: dict, level: float) -> tuple[float, float]:
     """p* read off the upper and lower 95% Wilson curves of P(full rank) (NaN: not reached)."""
-    from normonly.linalg.sparse_rank import wilson_interval
+    from normonly.linalg.full_rank_probability import wilson_interval
 
     ci = [wilson_interval(k, c["draws"]) for k in c["counts"]]
     return (

@@ -1,8 +1,8 @@
-"""Does a sparse Khatri-Rao system have full row rank? Robust checks and P(full rank) (SPEC §4).
+"""Does a (sparse) Khatri-Rao system have full row rank? Exact decisions from the mask.
 
 With a random mask (Theorem 3) ``K = A ⊙ Bᵀ`` (n = d_out·d_in rows, m columns) may lose rank.
 Its rank is, with probability 1 over the continuous values, the *generic* rank of the mask, so
-it is decided exactly without floating point (:mod:`._modular`):
+it is decided exactly without floating point (:mod:`.modular`):
 
 1. *bounds*: dead units (a zero column of A or row of B), zero rows of K (an output-input pair
    no unit connects), too few live units, or an output/input reached by fewer units than it
@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from normonly.linalg._modular import PRIME, cascade, dense_rank, reduce_mod
 from normonly.linalg.khatri_rao import khatri_rao
+from normonly.linalg.modular import PRIME, cascade, dense_rank, reduce_mod
 
 __all__ = [
     "RankReport",
@@ -296,14 +296,3 @@ def full_row_rank(
         "dense": f"exact: generic rank of the mask (elimination mod {PRIME})",
     }[stage]
     return RankReport(rank, n, how, dead, zero_rows, rel)
-
-
-_MOVED = ("estimate_full_rank_probability", "critical_density_draws", "dead_unit_free_probability")
-
-
-def __getattr__(name: str):  # the P(full rank) estimators live in .sparse_rank (module size)
-    if name in _MOVED:
-        from normonly.linalg import sparse_rank
-
-        return getattr(sparse_rank, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
