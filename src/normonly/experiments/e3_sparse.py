@@ -5,8 +5,9 @@ Two kinds of trials:
 ``rank``
     One (d, overparam, block of draws). For each seeded draw of masked A (d × m) and B (m × d),
     m = overparam·d², the first density of a geometric grid at which K has full row rank — the
-    exact generic rank of the mask (:mod:`normonly.linalg.full_rank_probability`). A draw's masks are
-    nested in p, so a few rank checks per draw give P(full rank) at every grid density.
+    exact generic rank of the mask (:mod:`normonly.linalg.full_rank_probability`). A draw's
+    masks are nested in p, so a few rank checks per draw give P(full rank) at every grid
+    density.
 ``recon``
     One (d, overparam, density, seed): reconstruct a random width-d depth-2 target with sparse
     frozen weights; the max error, or the RankDeficientError the construction raised; frozen
