@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from normonly.api import reconstruct
 from normonly.certificate.sampling import sample_ball
 from normonly.certificate.verify import verify
-from normonly.construct.residual import build_residual, check_k, residual_layout
-from normonly.construct.wide import wide_widths
+from normonly.construct.layout import check_k, residual_layout, wide_widths
+from normonly.construct.residual import build_residual
 from normonly.nets.io import load_network
 from normonly.nets.residual import ResidualNormNet, residual_parameter_counts
 from normonly.nets.target import TargetMLP

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from normonly.api import reconstruct
-from normonly.construct.wide import wide_widths
+from normonly.construct.layout import wide_widths
 from normonly.errors import RankDeficientError
 from normonly.linalg.full_rank_probability import (
     critical_density_draws,

@@ -7,7 +7,6 @@ sparse weights, Theorem 3 — and :mod:`normonly.construct.residual` — Theorem
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from normonly._checks import (
 )
 from normonly.certificate.record import Certificate
 from normonly.certificate.verify import verify
+from normonly.construct.layout import check_k, scaled_width, wide_widths
 from normonly.construct.record import LayerCertificate
 from normonly.errors import InfeasibleError, UncertifiedDtypeWarning
 from normonly.nets.layers import check_norm
@@ -153,13 +153,11 @@ def reconstruct(
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     if method == "wide":
-        from normonly.construct.wide import wide_widths
 
         if k is not None:
             raise ValueError("k (partition size) applies to method='residual' only")
         wide_widths(target, overparam=overparam, width=width, uniform_width=uniform_width)
     else:
-        from normonly.construct.residual import check_k
 
         if width is not None or uniform_width:
             raise ValueError("width and uniform_width apply to method='wide' only; use k")
@@ -245,7 +243,7 @@ def _check_overparam_for(target: TargetMLP, overparam: object) -> float:
         i = max(range(len(need)), key=lambda j: need[j])
         d_out, d_in = target.weights[i].shape
         raise InfeasibleError(
-            f"{e}; for this target that is width {math.ceil(value * need[i])} for the "
+            f"{e}; for this target that is width {scaled_width(value, need[i])} for the "
             f"{d_in}->{d_out} layer {i}, which needs width >= {need[i]} (= d_in*d_out) to be "
             "reproduced exactly"
         ) from None

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from normonly import InfeasibleError, NormNet, TargetMLP, reconstruct
-from normonly.construct.wide import next_radius, relu_on_shift, wide_widths
+from normonly.construct.layout import wide_widths
+from normonly.construct.wide import next_radius, relu_on_shift
 
 
 @given(

@@ -60,12 +60,10 @@ sums, lifted input, lifted output).
 
 from __future__ import annotations
 
-import math
-from numbers import Integral
-
 import torch
 
 from normonly._checks import check_density, check_int, check_overparam, check_radius
+from normonly.construct.layout import residual_layout
 from normonly.construct.record import LayerCertificate
 from normonly.construct.wide import RELU_MARGIN, next_radius, relu_on_need, relu_on_shift
 from normonly.linalg.solve import solve_scales
@@ -74,74 +72,7 @@ from normonly.nets.layers import check_norm, set_norm_affine
 from normonly.nets.residual import ResidualNormNet
 from normonly.nets.target import TargetMLP
 
-__all__ = ["build_residual", "residual_layout", "check_k"]
-
-
-def check_k(k: object, target: TargetMLP) -> list[int]:
-    """Per-layer partition sizes: ``k`` clipped to each layer's ``d_in`` (None: ``d_in``).
-
-    Raises
-    ------
-    TypeError
-        ``k`` is not an integer.
-    ValueError
-        ``k`` is outside ``[1, max_l d_in_l]``.
-    """
-    d_ins = [w.shape[1] for w in target.weights]
-    if k is None:
-        return d_ins
-    if isinstance(k, bool) or not isinstance(k, Integral):
-        raise TypeError(
-            f"k (partition size) must be an integer or None, got {type(k).__name__} {k!r}"
-        )
-    k = int(k)
-    if not 1 <= k <= max(d_ins):
-        raise ValueError(
-            f"k (partition size) must be an integer in [1, {max(d_ins)}] (1 <= k <= the largest "
-            f"d_in of the target's layers {d_ins}; it is clipped to each layer's d_in), got {k}; "
-            "k=None uses each layer's d_in (one block per layer)"
-        )
-    return [min(k, d) for d in d_ins]
-
-
-def residual_layout(
-    target: TargetMLP, *, k: int | None, overparam: float
-) -> tuple[dict, list[tuple[int, int, int, int]]]:
-    """The ResidualNormNet configuration for ``target`` and the input chunk of each block.
-
-    Returns
-    -------
-    config : dict
-        Keyword arguments of :class:`ResidualNormNet` (without norm, density, seed):
-        ``d_in, d_out, register = max(widths), hidden, out_register = depth mod 2``; a layer
-        with partition size k_l has ``⌈d_in/k_l⌉`` blocks, block j of width
-        ``⌈overparam·d_out·|J_j|⌉`` (``|J_j| = k_l`` but for a shorter last chunk).
-    blocks : list of (layer, block index within the layer, start, stop)
-        Block j of layer l handles the inputs ``J_j = range(start, stop)`` of that layer.
-
-    Example
-    -------
-    >>> cfg, blocks = residual_layout(TargetMLP.random([4, 3, 2], seed=0), k=2, overparam=1.0)
-    >>> cfg["hidden"], blocks
-    ([6, 6, 4, 2], [(0, 0, 0, 2), (0, 1, 2, 4), (1, 0, 0, 2), (1, 1, 2, 3)])
-    """
-    ks = check_k(k, target)
-    hidden: list[int] = []
-    blocks: list[tuple[int, int]] = []
-    for l, (w, kl) in enumerate(zip(target.weights, ks, strict=True)):
-        d_out, d_in = w.shape
-        for j, start in enumerate(range(0, d_in, kl)):
-            size = min(kl, d_in - start)  # |J_j|
-            hidden.append(math.ceil(overparam * d_out * size - 1e-9))  # same rounding as wide
-            blocks.append((l, j, start, start + size))
-    config = {
-        "d_in": target.d_in,
-        "d_out": target.d_out,
-        "register": max(target.widths),
-        "hidden": hidden,
-        "out_register": target.depth % 2,
-    }
-    return config, blocks
+__all__ = ["build_residual"]
 
 
 def build_residual(
@@ -182,7 +113,7 @@ def build_residual(
     Raises
     ------
     ValueError, TypeError
-        Bad k (see :func:`check_k`), radius, overparam, or a ``net`` of another layout.
+        Bad k (see :func:`normonly.construct.layout.check_k`), radius, overparam, or a ``net`` of another layout.
     RankDeficientError
         A block's Khatri-Rao system lacks full rank (e.g. a very sparse ``density``).
 

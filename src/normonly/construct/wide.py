@@ -19,59 +19,18 @@ layer but the last has the same width M; a narrow layer switches off all but ``d
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from normonly.construct.layout import wide_widths
 from normonly.construct.record import LayerCertificate
-from normonly.errors import InfeasibleError
 from normonly.linalg.solve import solve_scales
 from normonly.linalg.sparse_check import require_full_row_rank
 from normonly.nets.target import TargetMLP
 from normonly.nets.wide import NormNet
 
-__all__ = [
-    "build_wide", "wide_widths", "relu_on_shift", "relu_on_need", "next_radius", "RELU_MARGIN"
-]  # fmt: skip
+__all__ = ["build_wide", "relu_on_shift", "relu_on_need", "next_radius", "RELU_MARGIN"]
 
 RELU_MARGIN = 2.0**-6  # relative slack on the always-on shifts, far above round-off
-
-
-def wide_widths(
-    target: TargetMLP,
-    *,
-    overparam: float,
-    width: int | None,
-    uniform_width: bool,
-    least_squares: bool = False,
-) -> list[int]:
-    """NormNet widths ``[d_in, m_1, d_1, ..., m_L, d_L]`` (or uniform ``[d_in, M, ..., M, d_L]``).
-
-    Raises
-    ------
-    InfeasibleError
-        ``width`` is below ``d_in*d_out`` of some target layer.
-    """
-    need = [w.shape[0] * w.shape[1] for w in target.weights]
-    if width is not None:
-        worst = max(range(len(need)), key=lambda i: need[i])
-        if width < need[worst] and not least_squares:
-            d_out, d_in = target.weights[worst].shape
-            raise InfeasibleError(
-                f"width {width} is too small to reproduce the {d_out}x{d_in} target layer "
-                f"{worst} exactly: need width >= {need[worst]} (d_in*d_out), or leave width "
-                "unset and use overparam >= 1"
-            )
-        wide = [width] * len(need)
-    else:
-        wide = [math.ceil(overparam * n - 1e-9) for n in need]
-    if uniform_width:
-        M = max(max(wide), max(target.widths[1:-1], default=0))
-        return [target.d_in] + [M] * (2 * target.depth - 1) + [target.d_out]
-    out = [target.d_in]
-    for m, w in zip(wide, target.weights, strict=True):
-        out += [m, w.shape[0]]
-    return out
 
 
 def relu_on_need(

@@ -95,7 +95,7 @@ def trials(cfg: E2Config) -> list[dict]:
 
 def run_trial(cfg: E2Config, trial: dict) -> dict:
     from normonly import TargetMLP, reconstruct
-    from normonly.construct.residual import check_k
+    from normonly.construct.layout import check_k
 
     widths, seed = parse_widths(trial["target"]), trial["seed"]
     target = TargetMLP.random(widths, seed=seed)

@@ -182,7 +182,7 @@ def _run(cfg: E3Config, trial: dict) -> dict:
 
 def _run_recon(cfg: E3Config, trial: dict) -> dict:
     from normonly.api import reconstruct
-    from normonly.construct.wide import wide_widths
+    from normonly.construct.layout import wide_widths
     from normonly.errors import RankDeficientError
     from normonly.nets.target import TargetMLP
     from normonly.nets.wide import NormNet

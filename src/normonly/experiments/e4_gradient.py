@@ -136,7 +136,8 @@ def run_trial(cfg: E4Config, trial: dict) -> dict:
     from torch.nn.utils import parameters_to_vector
 
     from normonly import NormNet, TargetMLP
-    from normonly.construct.wide import build_wide, wide_widths
+    from normonly.construct.layout import wide_widths
+    from normonly.construct.wide import build_wide
     from normonly.train import baselines, fit_norm_only, regression_data
     from normonly.train.conditioning import gauss_newton_spectrum, perturb_parameters
 
