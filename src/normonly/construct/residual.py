@@ -113,7 +113,8 @@ def build_residual(
     Raises
     ------
     ValueError, TypeError
-        Bad k (see :func:`normonly.construct.layout.check_k`), radius, overparam, or a ``net`` of another layout.
+        Bad k (see :func:`normonly.construct.layout.check_k`), radius, overparam, or a ``net``
+        of another layout.
     RankDeficientError
         A block's Khatri-Rao system lacks full rank (e.g. a very sparse ``density``).
 
