@@ -58,7 +58,7 @@ def _problem(width: int, overparam: float, seed: int, dtype=None):
 
 
 def _set_scales(net, target, gamma, radius: float = 1.0) -> None:
-    """The wide construction of one layer (SPEC §2 steps 2-3) with given scales γ."""
+    """The wide construction of one layer (always-on shifts, bias cancellation) for scales γ."""
     import torch
 
     from normonly.construct.wide import relu_on_shift

@@ -1,4 +1,4 @@
-"""Tests of the residual network and the deep construction (Theorem 2, SPEC §3)."""
+"""Tests of the residual network and the deep construction (Theorem 2)."""
 
 from __future__ import annotations
 

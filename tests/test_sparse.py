@@ -1,4 +1,4 @@
-"""Sparse random networks (Theorem 3, SPEC §4): masks, exact rank decisions, P(full rank)."""
+"""Sparse random networks (Theorem 3): masks, exact rank decisions, P(full rank)."""
 
 from __future__ import annotations
 
@@ -236,7 +236,7 @@ def test_critical_draws_agree_with_the_estimator_and_the_bounds():
 
 
 def test_dead_unit_formula_and_wilson():
-    # SPEC §4: 0.53 predicted at d = 12, p = 0.4, m = d²
+    # the dead-unit estimate predicts 0.53 at d = 12, p = 0.4, m = d²
     assert dead_unit_free_probability(12, 12, 144, 0.4) == pytest.approx(0.53, abs=0.01)
     assert dead_unit_free_probability(12, 12, 144, 0.4) == pytest.approx(
         math.exp(-2 * 144 * 0.6**12), rel=0.01

@@ -1,4 +1,5 @@
-"""Deep construction with skip connections (Theorem 2 of Giannou, Rajput, Papailiopoulos; SPEC §3).
+"""Deep construction with skip connections (Theorem 2 of Giannou, Rajput, Papailiopoulos;
+docs/theory.md#residual-construction).
 
 Width is traded for depth: with partition size k, target layer ``u ↦ σ(W u + b)``
 (``W ∈ R^{d_out×d_in}``) is rebuilt by ``⌈d_in/k⌉`` residual blocks, block j adding the chunk

@@ -1,4 +1,5 @@
-"""Wide construction (Theorem 1 of Giannou, Rajput, Papailiopoulos; SPEC §2).
+"""Wide construction (Theorem 1 of Giannou, Rajput, Papailiopoulos;
+docs/theory.md#wide-construction).
 
 Every target layer ``u ↦ σ(W u + b)`` (``‖u‖ ≤ R_in``) is rebuilt by two frozen random layers,
 a wide one ``B ∈ R^{m×d_in}`` (m ≥ d_in·d_out) and a narrow one ``A ∈ R^{d_out×m}``::
@@ -58,7 +59,7 @@ def relu_on_shift(
 
 
 def next_radius(W: torch.Tensor, b: torch.Tensor, radius_in: float) -> float:
-    """A bound on ``‖σ(W u + b)‖`` over ``‖u‖ ≤ R_in`` (SPEC §2 step 4, tightened per row)."""
+    """A bound on ``‖σ(W u + b)‖`` over ``‖u‖ ≤ R_in`` (tightened per row)."""
     per_row = torch.clamp(W.norm(dim=1) * radius_in + b, min=0.0).norm()  # σ is monotone
     spectral = torch.linalg.matrix_norm(W, ord=2) * radius_in + b.norm()
     return float(torch.minimum(per_row, spectral))

@@ -17,7 +17,6 @@ Each returns ``(gamma, rank, cond, rank_method, iterations)`` with γ the minimu
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -117,10 +116,8 @@ def solve_lu(A: torch.Tensor, B: torch.Tensor, w: torch.Tensor, eps: float) -> D
 def _one_blas_thread():
     """scipy's OpenBLAS on one thread: geqp3 is mostly BLAS-2, and on a loaded machine
     OpenBLAS's spinning threads made it 50-80x slower (1024 x 1229: 12 s vs 0.24 s)."""
-    try:
-        from threadpoolctl import threadpool_limits  # installed with scikit-learn
-    except ImportError:  # pragma: no cover - only the speed differs
-        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits  # a dependency of normonly
+
     return threadpool_limits(1, user_api="blas")
 
 

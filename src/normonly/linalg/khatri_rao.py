@@ -1,4 +1,4 @@
-"""The Khatri-Rao system of one target layer (SPEC §2, step 1).
+"""The Khatri-Rao system of one target layer (docs/theory.md#the-khatri-rao-system).
 
 For a narrow random matrix ``A`` (d_out, m) and a wide one ``B`` (m, d_in), the scales γ with
 ``A diag(γ) B = W`` solve the linear system ``K γ = vec(W)`` where

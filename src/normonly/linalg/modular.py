@@ -19,11 +19,7 @@ import contextlib
 from collections import deque
 
 import numpy as np
-
-try:  # installed with scikit-learn; without it BLAS keeps its own thread count
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
+from threadpoolctl import threadpool_limits
 
 __all__ = ["PRIME", "reduce_mod", "dense_rank", "cascade"]
 
@@ -118,7 +114,7 @@ def dense_rank(M: np.ndarray, *, early: bool = False, threads: int | None = 1) -
     machine); sweeps parallelise over processes instead.
     """
     M = np.array(M, dtype=np.float64, order="F")  # columns contiguous: pivot search, BLAS
-    limit = threads is not None and threadpool_limits is not None
+    limit = threads is not None
     with threadpool_limits(limits=threads, user_api="blas") if limit else contextlib.nullcontext():
         return _eliminate(M, early)
 

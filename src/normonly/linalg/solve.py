@@ -1,4 +1,4 @@
-"""Solving the Khatri-Rao system ``A diag(γ) B = W`` for the scales γ (SPEC §2 "Numerics").
+"""Solving the Khatri-Rao system ``A diag(γ) B = W`` for the scales γ (docs/theory.md#numerics).
 
 K is ``n × m`` with ``n = d_out*d_in``. Every solver returns the minimum-norm γ (least squares
 when rank deficient and allowed) and the explicit relative residual ``‖K γ − vec(W)‖ / ‖W‖``,

@@ -29,7 +29,8 @@ __all__ = ["require_full_row_rank", "density_for_full_rank", "dead_unit_free_pro
 def dead_unit_free_probability(d_out: int, d_in: int, m: int, density: float) -> float:
     """Poisson estimate of P(no dead wide unit): ``exp(-m·P(A[:,k] = 0 or B[k,:] = 0))``.
 
-    With d_out = d_in = d and m = d² this is SPEC §4's ``exp(-2 d² (1-p)^d)`` (to first order).
+    With d_out = d_in = d and m = d² this is the dead-unit estimate ``exp(-2 d² (1-p)^d)``
+    (to first order; docs/theory.md#dead-units).
     """
     q = 1.0 - density
     return math.exp(-m * (1.0 - (1.0 - q**d_out) * (1.0 - q**d_in)))
@@ -48,7 +49,8 @@ def density_for_full_rank(
     """A density at which K (d_out*d_in, m) has full row rank with probability >= ``level``.
 
     Measured over ``draws`` seeded draws on a geometric grid when ``n*m <= max_entries``;
-    otherwise the dead-unit estimate (a lower bound: SPEC §4, tight at m = d_in*d_out).
+    otherwise the dead-unit estimate (a lower bound, tight at m = d_in*d_out:
+    docs/theory.md#dead-units).
 
     Returns
     -------

@@ -87,7 +87,11 @@ class NormNetBase(nn.Module):
         return [m for m in self.modules() if isinstance(m, nn.Linear)]
 
     def set_affine(self, layer: int, gamma: torch.Tensor, beta: torch.Tensor) -> None:
-        """Make normalization ``layer`` compute exactly ``γ ⊙ z + β`` (SPEC §1.1 mapping)."""
+        """Make normalization ``layer`` compute exactly ``γ ⊙ z + β``.
+
+        For an eval BatchNorm: ``weight = γ·√(var+ε)``, ``bias = β + γ·μ``
+        (docs/theory.md#normalization-semantics).
+        """
         set_norm_affine(self.norm_layers()[layer], gamma, beta)
 
     def effective_affine(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:

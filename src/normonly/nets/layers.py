@@ -87,7 +87,7 @@ def check_norm(norm: str) -> str:
     if norm == "layernorm":
         raise ValueError(
             "norm='layernorm' cannot give an exact construction: LayerNorm normalises each sample "
-            "across units, so it is not a per-unit affine map (SPEC §1.1); use norm='batchnorm' "
+            "across units, so it is not a per-unit affine map; use norm='batchnorm' "
             "(eval mode) or norm='affine', or fit a LayerNorm model by gradient with "
             "normonly.fit_norm_only"
         )

@@ -1,9 +1,10 @@
 """A frozen random network with skip connections whose only trainable numbers are normalizations.
 
-``ResidualNormNet`` (SPEC §3) carries a residual stream ``s`` of width ``2·register`` (two
-registers of ``register`` coordinates each). It is an ordinary ``nn.Module`` built from standard
-parts: frozen ``nn.Linear(bias=False)`` weights, per-coordinate normalizations (``nn.BatchNorm1d``
-in eval mode or :class:`~normonly.nets.layers.Affine`), ReLU, zero padding and slicing::
+``ResidualNormNet`` (docs/theory.md#residual-construction) carries a residual stream ``s`` of
+width ``2·register`` (two registers of ``register`` coordinates each). It is an ordinary
+``nn.Module`` built from standard parts: frozen ``nn.Linear(bias=False)`` weights,
+per-coordinate normalizations (``nn.BatchNorm1d`` in eval mode or
+:class:`~normonly.nets.layers.Affine`), ReLU, zero padding and slicing::
 
     x ─► N_lift ─► zero-pad to 2·register ─► s
     s ─► block_1 ─► ... ─► block_B ─► s[:, out_register slice][:, :d_out] ─► N_read ─► y

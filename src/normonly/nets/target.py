@@ -1,4 +1,4 @@
-"""The target network: a fully connected ReLU MLP with biases (SPEC §1.2).
+"""The target network: a fully connected ReLU MLP with biases (docs/theory.md#the-target-network).
 
 ``f(x) = W_L σ(... σ(W_1 x + b_1) ...) + b_L`` with σ = ReLU between layers and a linear last
 layer. Widths may differ per layer. All arithmetic is float64.

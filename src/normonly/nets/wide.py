@@ -26,7 +26,7 @@ __all__ = ["NormNet"]
 
 
 class NormNet(NormNetBase):
-    """Frozen random ReLU network with trainable per-unit normalizations (SPEC §1.1).
+    """Frozen random ReLU network with trainable per-unit normalizations.
 
     Parameters
     ----------
