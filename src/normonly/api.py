@@ -17,24 +17,18 @@ from torch import nn
 from normonly._checks import (
     DATA_MARGIN,
     check_data,
-    check_density,
-    check_device,
-    check_int,
-    check_overparam,
     check_radius,
     radius_from_data,
 )
 from normonly.certificate.record import Certificate
 from normonly.certificate.verify import verify
-from normonly.construct.layout import check_k, scaled_width, wide_widths
 from normonly.construct.record import LayerCertificate
-from normonly.errors import InfeasibleError, UncertifiedDtypeWarning
-from normonly.nets.layers import check_norm
+from normonly.construct.spec import METHODS, ConstructionSpec
+from normonly.errors import UncertifiedDtypeWarning
 from normonly.nets.target import TargetMLP
 
 __all__ = ["reconstruct", "Reconstruction", "METHODS"]
 
-METHODS = ("wide", "residual")
 
 
 @dataclass
@@ -141,45 +135,27 @@ def reconstruct(
             f"target must be a TargetMLP or an nn.Sequential of Linear/ReLU, got "
             f"{type(target).__name__}"
         )
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    overparam = _check_overparam_for(target, overparam)
-    density = check_density(density)
-    norm = check_norm(norm)
-    seed = check_int("seed", seed, minimum=0)
-    device = check_device(device)
-    if width is not None:
-        width = check_int("width", width, minimum=1)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    if method == "wide":
-
-        if k is not None:
-            raise ValueError("k (partition size) applies to method='residual' only")
-        wide_widths(target, overparam=overparam, width=width, uniform_width=uniform_width)
-    else:
-
-        if width is not None or uniform_width:
-            raise ValueError("width and uniform_width apply to method='wide' only; use k")
-        check_k(k, target)
-    radius, X, domain = _domain(target, radius, data)
+    X, domain = None, "radius given"
+    if data is not None:
+        radius, X, domain = _domain_from_data(target, radius, data)
+    spec = ConstructionSpec.make(
+        target, method=method, radius=radius, overparam=overparam, width=width,
+        uniform_width=uniform_width, norm=norm, density=density, k=k, seed=seed,
+        solver=solver, device=device,
+    )  # fmt: skip
+    radius = spec.radius
     if method == "wide":
         from normonly.construct.wide import build_wide
 
-        net, layers = build_wide(
-            target, radius=radius, overparam=overparam, width=width,
-            uniform_width=uniform_width, norm=norm, density=density, seed=seed,
-            solver=solver, device=device, net=net,
-        )  # fmt: skip
+        net, layers = build_wide(target, spec, net=net)
     else:
         from normonly.construct.residual import build_residual
 
-        net, layers = build_residual(
-            target, radius=radius, overparam=overparam, k=k, norm=norm, density=density,
-            seed=seed, solver=solver, device=device, net=net,
-        )  # fmt: skip
+        net, layers = build_residual(target, spec, net=net)
     net.meta = {
-        "method": method,
+        "method": spec.method,
         "radius": radius,
         "domain": domain,
         "target_widths": target.widths,
@@ -201,17 +177,8 @@ def reconstruct(
     return Reconstruction(net=net, certificate=cert, layers=layers, wall_time_s=cert.wall_time_s)
 
 
-def _domain(target: TargetMLP, radius: object, data: object) -> tuple[float, object, str]:
-    """The certified radius from ``radius`` or ``data`` (exactly one), and how it was chosen."""
-    if radius is None and data is None:
-        raise ValueError(
-            "reconstruct needs the input domain: pass radius=R (exactness on ||x|| <= R) or "
-            "data=X (your inputs, shape (n, d_in); R becomes their largest norm + 1%); there is "
-            "no default, because a network certified on the wrong ball is silently wrong on "
-            "your data"
-        )
-    if data is None:
-        return check_radius(radius), None, "radius given"
+def _domain_from_data(target: TargetMLP, radius: object, data: object) -> tuple[float, object, str]:
+    """The certified radius when ``data`` is given (with or without ``radius``), and how."""
     X = check_data(data, target.d_in)
     r_data = radius_from_data(X)
     if radius is not None:
@@ -226,24 +193,3 @@ def _domain(target: TargetMLP, radius: object, data: object) -> tuple[float, obj
     return r_data, X, (
         f"from data: {X.shape[0]} points, largest norm x (1 + {DATA_MARGIN:g})"
     )
-
-
-def _check_overparam_for(target: TargetMLP, overparam: object) -> float:
-    """``check_overparam``, naming the width the target needs when overparam < 1."""
-    try:
-        return check_overparam(overparam)
-    except ValueError as e:
-        try:
-            value = float(overparam)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise e from None
-        if not 0 < value < 1:
-            raise
-        need = [w.shape[0] * w.shape[1] for w in target.weights]
-        i = max(range(len(need)), key=lambda j: need[j])
-        d_out, d_in = target.weights[i].shape
-        raise InfeasibleError(
-            f"{e}; for this target that is width {scaled_width(value, need[i])} for the "
-            f"{d_in}->{d_out} layer {i}, which needs width >= {need[i]} (= d_in*d_out) to be "
-            "reproduced exactly"
-        ) from None

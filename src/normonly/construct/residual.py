@@ -63,13 +63,13 @@ from __future__ import annotations
 
 import torch
 
-from normonly._checks import check_density, check_int, check_overparam, check_radius
 from normonly.construct.layout import residual_layout
 from normonly.construct.record import LayerCertificate
+from normonly.construct.spec import ConstructionSpec
 from normonly.construct.wide import RELU_MARGIN, next_radius, relu_on_need, relu_on_shift
 from normonly.linalg.solve import solve_scales
 from normonly.linalg.sparse_check import require_full_row_rank
-from normonly.nets.layers import check_norm, set_norm_affine
+from normonly.nets.layers import set_norm_affine
 from normonly.nets.residual import ResidualNormNet
 from normonly.nets.target import TargetMLP
 
@@ -78,30 +78,21 @@ __all__ = ["build_residual"]
 
 def build_residual(
     target: TargetMLP,
+    spec: ConstructionSpec | None = None,
     *,
-    radius: float,
-    overparam: float = 1.0,
-    k: int | None = None,
-    norm: str = "batchnorm",
-    density: float = 1.0,
-    seed: int = 0,
-    solver: str = "auto",
-    device: str | torch.device = "cpu",
     net: ResidualNormNet | None = None,
+    **options: object,
 ) -> tuple[ResidualNormNet, list[LayerCertificate]]:
     """Set the normalizations of a frozen random ``ResidualNormNet`` to reproduce ``target``.
 
     Parameters
     ----------
     target : TargetMLP
-    radius : float
-        Exactness on ``‖x‖ ≤ radius``.
-    overparam : float
-        Hidden width relative to the minimum ``d_out·k`` (>= 1).
-    k : int, optional
-        Partition size, ``1 <= k <= max_l d_in_l``, clipped per layer (None: each layer's d_in).
-    norm, density, seed, solver, device
-        As in :func:`normonly.reconstruct`.
+    spec : ConstructionSpec, optional
+        The validated options; without it, ``options`` (the keywords of
+        :func:`normonly.reconstruct`: radius, overparam — hidden width relative to the minimum
+        ``d_out·k`` —, k — partition size, ``1 <= k <= max_l d_in_l``, clipped per layer —,
+        norm, density, seed, solver, device) are validated into one.
     net : ResidualNormNet, optional
         Your own network of the layout :func:`residual_layout` gives (e.g. with BatchNorm
         running statistics of its own).
@@ -126,11 +117,13 @@ def build_residual(
     >>> len(certs), net.hidden
     (7, [4, 4, 4, 2, 2, 2, 2])
     """
-    radius = check_radius(radius)
-    overparam = check_overparam(overparam)
-    density = check_density(density)
-    norm = check_norm(norm)
-    seed = check_int("seed", seed, minimum=0)
+    if spec is None:
+        spec = ConstructionSpec.make(target, method="residual", **options)
+    elif options:
+        raise TypeError(f"give a spec or options, not both (got {sorted(options)})")
+    k, overparam, radius = spec.k, spec.overparam, spec.radius
+    norm, density, seed = spec.norm, spec.density, spec.seed
+    solver, device = spec.solver, spec.device
     config, blocks = residual_layout(target, k=k, overparam=overparam)
     if net is None:
         net = ResidualNormNet(**config, norm=norm, density=density, seed=seed)

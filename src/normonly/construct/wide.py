@@ -24,6 +24,7 @@ import torch
 
 from normonly.construct.layout import wide_widths
 from normonly.construct.record import LayerCertificate
+from normonly.construct.spec import ConstructionSpec
 from normonly.linalg.solve import solve_scales
 from normonly.linalg.sparse_check import require_full_row_rank
 from normonly.nets.target import TargetMLP
@@ -67,43 +68,47 @@ def next_radius(W: torch.Tensor, b: torch.Tensor, radius_in: float) -> float:
 
 def build_wide(
     target: TargetMLP,
+    spec: ConstructionSpec | None = None,
     *,
-    radius: float,
-    overparam: float = 1.0,
-    width: int | None = None,
-    uniform_width: bool = False,
-    norm: str = "batchnorm",
-    density: float = 1.0,
-    seed: int = 0,
-    solver: str = "auto",
-    device: str | torch.device = "cpu",
     net: NormNet | None = None,
-    least_squares: bool = False,
+    **options: object,
 ) -> tuple[NormNet, list[LayerCertificate]]:
     """Set the normalization parameters of a frozen random ``NormNet`` to reproduce ``target``.
 
-    Parameters are those of :func:`normonly.reconstruct`; ``net`` may be a user's own NormNet
-    (e.g. with non-trivial BatchNorm running statistics) with the right widths.
+    Parameters
+    ----------
+    target : TargetMLP
+    spec : ConstructionSpec, optional
+        The validated options; without it, ``options`` (the keywords of
+        :func:`normonly.reconstruct`: radius, overparam, width, uniform_width, norm, density,
+        seed, solver, device, and ``least_squares`` for a best fit below ``d_in*d_out``) are
+        validated into one.
+    net : NormNet, optional
+        A user's own NormNet (e.g. with non-trivial BatchNorm running statistics) with the
+        right widths.
 
     Returns
     -------
-    net : NormNet (float64, on ``device``)
+    net : NormNet (float64, on ``spec.device``)
     layers : list of LayerCertificate, one per target layer
     """
+    if spec is None:
+        spec = ConstructionSpec.make(target, method="wide", **options)
+    elif options:
+        raise TypeError(f"give a spec or options, not both (got {sorted(options)})")
     widths = wide_widths(
-        target,
-        overparam=overparam,
-        width=width,
-        uniform_width=uniform_width,
-        least_squares=least_squares,
-    )
+        target, overparam=spec.overparam, width=spec.width, uniform_width=spec.uniform_width,
+        least_squares=spec.least_squares,
+    )  # fmt: skip
     if net is None:
-        net = NormNet(widths, norm=norm, density=density, seed=seed)
+        net = NormNet(widths, norm=spec.norm, density=spec.density, seed=spec.seed)
     elif net.widths != widths:
         raise ValueError(
             f"the given NormNet has widths {net.widths}, but this target with "
-            f"overparam={overparam} needs {widths}"
+            f"overparam={spec.overparam} needs {widths}"
         )
+    device, radius, solver = spec.device, spec.radius, spec.solver
+    least_squares = spec.least_squares
     net = net.to(device=device, dtype=torch.float64)
     dev = torch.device(device)
     certs: list[LayerCertificate] = []
