@@ -72,7 +72,7 @@ def test_max_input_norm_is_the_largest_row_norm():
 
 
 def test_mnist1d_small_generates_offline_without_touching_global_rng(offline):
-    from normonly import data as data_module
+    from normonly.data import datasets as data_module
 
     data_module._mnist1d_arrays.cache_clear()  # force a real generation under the network block
     np_state, py_state = np.random.get_state()[1].copy(), random.getstate()
@@ -89,7 +89,7 @@ def test_mnist1d_small_generates_offline_without_touching_global_rng(offline):
 
 @pytest.mark.slow
 def test_mnist1d_benchmark_shapes_offline(offline):
-    from normonly import data as data_module
+    from normonly.data import datasets as data_module
 
     data_module._mnist1d_arrays.cache_clear()
     data = load_mnist1d()
@@ -107,3 +107,21 @@ def test_bad_arguments_name_the_problem():
         load_mnist1d(num_samples=5)
     with pytest.raises(ValueError, match="dataset must be one of"):
         load_dataset("cifar10")
+
+
+def test_regression_data_uses_the_one_ball_sampler_without_its_origin():
+    from normonly import TargetMLP
+    from normonly.certificate.sampling import sample_ball
+    from normonly.data.regression import regression_data
+
+    f = TargetMLP.random([3, 4, 2], seed=0)
+    data = regression_data(f, radius=2.0, n_train=3000, n_val=50, n_test=70, seed=5)
+    x = torch.cat([data.x_train, data.x_val, data.x_test])  # (3120, 3), train, val, test
+    inside, _ = sample_ball(2 * (3120 + 1), 3, 2.0, seed=5)
+    assert torch.equal(x, inside[1:])  # sample_ball's inside points, its origin dropped
+    assert (x.norm(dim=1) <= 2.0).all() and (x.norm(dim=1) > 0).all()
+    u = (data.x_train.norm(dim=1) / 2.0) ** 3  # uniform in the ball <=> (r/R)^d ~ U(0, 1)
+    assert abs(float(u.mean()) - 0.5) < 0.03
+    assert torch.equal(data.y_test, f(data.x_test))
+    again = regression_data(f, radius=2.0, n_train=3000, n_val=50, n_test=70, seed=5)
+    assert torch.equal(again.x_train, data.x_train)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from normonly import NormNet, TargetMLP, reconstruct
+from normonly.data.regression import regression_data
 from normonly.train import (
     count_norm_parameters,
     fit_all_weights,
@@ -18,7 +19,6 @@ from normonly.train import (
     fit_random_weights,
     freeze_all_but_norm,
     norm_kind,
-    regression_data,
 )
 from normonly.train.baselines import last_layer_entries, random_weight_entries
 from normonly.train.conditioning import gauss_newton_spectrum, perturb_parameters

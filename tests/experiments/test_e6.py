@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from normonly._threads import limit_threads
-from normonly.classifiers import bn_cnn1d, bn_mlp, fit_classifier
-from normonly.data import Dataset
+from normonly.data.classifiers import bn_cnn1d, bn_mlp, fit_classifier
+from normonly.data.datasets import Dataset
 from normonly.experiments.e6_bn_sparse import (
     CIFAR10_RESNET34_BN_ONLY,
     E6Config,
@@ -16,7 +16,7 @@ from normonly.experiments.e6_bn_sparse import (
     summarize,
     trials,
 )
-from normonly.realdata import norm_parameters, select_trainable
+from normonly.train.bn_sparse import norm_parameters, select_trainable
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -160,7 +160,7 @@ def test_sentence_is_computed_from_rows():
     assert "at 5/5 fractions" in sentence and "70.0%" in sentence
 
 
-def test_external_anchor_matches_spec():
+def test_external_anchor_values_and_quick_trial_count():
     assert CIFAR10_RESNET34_BN_ONLY[1.0] == 65.24 and CIFAR10_RESNET34_BN_ONLY[0.001] == 10.0
     assert len(trials(E6Config.quick())) == 2 * (8 + 8 + 1) * 2
 

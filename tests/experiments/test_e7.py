@@ -8,9 +8,9 @@ from safetensors.torch import save_file
 
 from normonly import TargetMLP, reconstruct
 from normonly._threads import limit_threads
-from normonly.data import Dataset
+from normonly.data.classifiers import train_target_mlp
+from normonly.data.datasets import Dataset
 from normonly.experiments.e7_classifier import E7Config, figures, run_trial, summarize, trials
-from normonly.realdata import train_target_mlp
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -60,7 +60,7 @@ def test_training_is_seeded():
 @pytest.mark.slow
 def test_tiny_digits_trials_rows_table_figure(tmp_path):
     cfg = E7Config(datasets=("digits",), digits_hidden=(8,), epochs=2, n_points=300, k=16)
-    from normonly.data import load_digits_split
+    from normonly.data.datasets import load_digits_split
 
     rows = [run_trial(cfg, t) for t in trials(cfg)]
     radius = load_digits_split(0).max_input_norm()

@@ -1,9 +1,10 @@
-"""E4 — the construction vs gradient descent on the same frozen network (SPEC §6, §7).
+"""E4 — the construction vs gradient descent on the same frozen network.
 
 Targets and frozen networks are E1's: ``TargetMLP.random(target_widths, seed=s)`` and the wide
 BatchNorm ``NormNet`` of :func:`~normonly.construct.wide.wide_widths` (weights seeded by ``s``)
-per overparameterization. Per seed, on one seeded data set (uniform in the ball; fixed training
-set, separate validation and test sets), the trial kinds are:
+per overparameterization. Per seed, on one seeded data set (i.i.d. uniform in the ball, from
+:func:`~normonly.data.regression.regression_data`; fixed training set, separate validation and test
+sets), the trial kinds are:
 
 * ``construction`` — :func:`~normonly.construct.wide.build_wide`: wall time, test error, and the
   Gauss-Newton spectrum ``H = 2JᵀJ/N`` of the MSE w.r.t. the norm parameters at its solution
@@ -15,7 +16,8 @@ set, separate validation and test sets), the trial kinds are:
   does the error come back down?
 
 Each method's learning rate is chosen per overparameterization by the median (over seeds) final
-*validation* error; tables and figures report the test error at that rate.
+*validation* error; tables and figures report the test error at that rate. The question and the
+design are in ``docs/theory.md#experiments``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ __all__ = ["E4Config", "EXPERIMENT"]
 
 FIT_METHODS = ("norm_adam", "norm_sgd", "norm_lbfgs", "all_weights", "last_layer", "random_weights")
 _SPLITS = ("train", "val", "test")
+_MAIN_HEADS = ["overparam", "method", "optimizer", "lr", "trainable", "test rel err", "spread",
+               "time s", "seeds"]  # fmt: skip
+_WHY_HEADS = ["overparam", "optimizer", "ε", "start test err", "final test err", "lower",
+              "final ‖θ−θ*‖/‖θ*‖"]  # fmt: skip
+_GN_HEADS = ["overparam", "norm params P", "rank per seed", "λ_max", "smallest λ > 0",
+             "cond (non-null)"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class E4Config(ExperimentConfig):
 
     def validate(self) -> None:
         from normonly._checks import check_int, check_overparam, check_radius
-        from normonly.train import OPTIMIZERS
+        from normonly.data.classifiers import OPTIMIZERS
 
         check_radius(self.radius)
         for name in ("steps", "batch_size", "n_train", "n_val", "n_test", "why_steps", "gn_points"):
@@ -138,7 +146,8 @@ def run_trial(cfg: E4Config, trial: dict) -> dict:
     from normonly import NormNet, TargetMLP
     from normonly.construct.layout import wide_widths
     from normonly.construct.wide import build_wide
-    from normonly.train import baselines, fit_norm_only, regression_data
+    from normonly.data.regression import regression_data
+    from normonly.train import baselines, fit_norm_only
     from normonly.train.conditioning import gauss_newton_spectrum, perturb_parameters
 
     seed, o = trial["seed"], trial["overparam"]
@@ -207,9 +216,8 @@ def _methods(rows: list[dict]) -> dict[float, list[tuple[str, list[dict]]]]:
     """Per overparam: ``[("construction", rows), (method, rows at the chosen lr), ...]``."""
     chosen, out = _chosen(rows), {}
     for (o,), rs in group([r for r in rows if r["kind"] == "construction"], "overparam").items():
-        out[o] = [("construction", rs)] + [
-            (m, chosen[(o, m)]) for m in FIT_METHODS if (o, m) in chosen
-        ]
+        fits = [(m, chosen[(o, m)]) for m in FIT_METHODS if (o, m) in chosen]
+        out[o] = [("construction", rs), *fits]
     return out
 
 
@@ -228,20 +236,7 @@ def summarize(cfg: E4Config, rows: list[dict]) -> tuple[str, str]:
         f"**Final test relative error** ‖ŷ−y‖/‖y‖ on {cfg.n_test} test points (median and "
         f"min–max over seeds) after {cfg.steps} steps, lr chosen on validation data; time = "
         "optimizer (or construction) seconds:\n\n",
-        md_table(
-            [
-                "overparam",
-                "method",
-                "optimizer",
-                "lr",
-                "trainable",
-                "test rel err",
-                "spread",
-                "time s",
-                "seeds",
-            ],
-            table,
-        ),  # fmt: skip
+        md_table(_MAIN_HEADS, table),
     ]
     why = [r for r in rows if r["kind"] == "why"]
     if why:
@@ -255,18 +250,7 @@ def summarize(cfg: E4Config, rows: list[dict]) -> tuple[str, str]:
             f"\n\n**Why: the construction's θ* plus relative noise ε**, then {cfg.why_steps} steps "
             f"(L-BFGS lr 1, Adam lr {cfg.why_adam_lr:g}); 'lower' = seeds ending below the start "
             "error:\n\n",
-            md_table(
-                [
-                    "overparam",
-                    "optimizer",
-                    "ε",
-                    "start test err",
-                    "final test err",
-                    "lower",
-                    "final ‖θ−θ*‖/‖θ*‖",
-                ],
-                wt,
-            ),  # fmt: skip
+            md_table(_WHY_HEADS, wt),
         ]
     ct = [
         [o, rs[0]["n_norm_params"], ", ".join(str(r["gn_rank"]) for r in rs),
@@ -278,17 +262,7 @@ def summarize(cfg: E4Config, rows: list[dict]) -> tuple[str, str]:
             f"\n\n**Conditioning at the construction's solution**: H = 2JᵀJ/N of the MSE w.r.t. "
             f"the norm parameters on {cfg.gn_points} test points (medians over seeds; numerical "
             "rank at λ_max·P·eps):\n\n",
-            md_table(
-                [
-                    "overparam",
-                    "norm params P",
-                    "rank per seed",
-                    "λ_max",
-                    "smallest λ > 0",
-                    "cond (non-null)",
-                ],
-                ct,
-            ),  # fmt: skip
+            md_table(_GN_HEADS, ct),
         ]
     return "".join(parts), _sentence(rows)
 
@@ -317,16 +291,13 @@ def _sentence(rows: list[dict]) -> str:
             f"; the best norm-only optimizer ({m}) gets {_med(rs, 'test_rel_error'):.1e} in "
             f"{_med(rs, 'train_time_s'):.2g} s"
         )
-    why = group(
-        [r for r in rows if r["kind"] == "why" and r["overparam"] == o], "noise", "optimizer"
-    )
+    mine = [r for r in rows if r["kind"] == "why" and r["overparam"] == o]
+    why = group(mine, "noise", "optimizer")
     if why:
         eps = min(k[0] for k in why)
-        moves = [
-            f"{opt} {_med(rs, 'start_test_rel_error'):.1e} -> {_med(rs, 'test_rel_error'):.1e}"
-            for (e, opt), rs in why.items()
-            if e == eps
-        ]
+        moves = [f"{opt} {_med(rs, 'start_test_rel_error'):.1e} -> "
+                 f"{_med(rs, 'test_rel_error'):.1e}"
+                 for (e, opt), rs in why.items() if e == eps]  # fmt: skip
         s += f"; from θ* plus relative noise {eps:g}: " + ", ".join(moves)
     ranks = sorted({r["gn_rank"] for r in cons})
     rank = f"{ranks[0]}" if len(ranks) == 1 else f"{ranks[0]}–{ranks[-1]}"
@@ -392,10 +363,8 @@ def _why_figure(plt, cfg: E4Config, rows: list[dict], methods: dict, outdir: Pat
         a.plot(s0, [_med(v, "test_rel_error") for v in by], "os^Dv"[i % 5] + "-",
                label=f"{opt}, overparam {o:g}")  # fmt: skip
     if why:
-        lim = [
-            min(r["start_test_rel_error"] for r in why),
-            max(r["start_test_rel_error"] for r in why),
-        ]
+        starts = [r["start_test_rel_error"] for r in why]
+        lim = [min(starts), max(starts)]
         a.plot(lim, lim, "k:", lw=1, label="final = start")
     a.set(xscale="log", yscale="log", title="Does training return to the construction's θ*?",
           xlabel="test relative error at the start (θ* + noise ε, median over seeds)",
@@ -419,10 +388,8 @@ EXPERIMENT = register(
     Experiment(
         name="E4",
         title="Construction vs gradient descent on the norm parameters",
-        question=(
-            "How close do Adam, SGD and L-BFGS on γ, β (and the usual baselines) get to the "
-            "construction's exact solution, at what time cost, and why do they fall short?"
-        ),
+        question="How close do Adam, SGD and L-BFGS on γ, β (and the usual baselines) get to the "
+        "construction's exact solution, at what time cost, and why do they fall short?",
         config_cls=E4Config,
         trials=trials,
         run_trial=run_trial,

@@ -1,12 +1,13 @@
-"""E6 — BN-only training of a frozen, randomly sparse network on real data (SPEC §7).
+"""E6 — BN-only training of a frozen, randomly sparse network on real data.
 
 A network keeps PyTorch's default random weights, pruned to a kept fraction by a fixed random mask;
-only BatchNorm γ, β are trained (mode ``bn``). Controls (:mod:`normonly.realdata`): training the
-same number of randomly chosen kept weights (``random``, Frankle et al.'s control) and training
-every kept weight and every γ, β (``all``). Models: an MLP and a small 1-D CNN on MNIST-1D
-(digits-MLP is available too). The result is test accuracy against kept fraction, drawn next to
-MNIST-1D's published baselines and, on a normalised panel, next to the published CIFAR-10
-ResNet-34 BN-only sweep quoted in SPEC §7 (external numbers, not recomputed here).
+only BatchNorm γ, β are trained (mode ``bn``). Controls (:mod:`normonly.train.bn_sparse`):
+training the same number of randomly chosen kept weights (``random``, Frankle et al.'s control)
+and training every kept weight and every γ, β (``all``). Models: an MLP and a small 1-D CNN on
+MNIST-1D (digits-MLP is available too). The result is test accuracy against kept fraction, drawn
+next to MNIST-1D's published baselines and, on a normalised panel, next to the published CIFAR-10
+ResNet-34 BN-only sweep (external numbers, quoted and not recomputed here; see
+``docs/theory.md#experiments``).
 
 Optimizer: Adam with a cosine schedule, one learning rate for every mode and kept fraction, no
 weight decay. Adam rather than the anchor's SGD (lr 0.1, momentum 0.9) because in a short budget
@@ -32,14 +33,14 @@ from normonly.experiments.registry import register
 
 __all__ = ["E6Config", "EXPERIMENT", "CIFAR10_RESNET34_BN_ONLY", "MNIST1D_BASELINES"]
 
-#: Published BN-only sweep (SPEC §7, external anchor): CIFAR-10, ResNet-34, one run per fraction;
+#: Published BN-only sweep (external anchor): CIFAR-10, ResNet-34, one run per fraction;
 #: kept fraction -> final test accuracy (%). Training everything gave 94.92 %.
 CIFAR10_RESNET34_BN_ONLY = {
     1.0: 65.24, 0.5: 64.60, 0.25: 62.64, 0.1: 61.55, 0.03: 56.62, 0.01: 39.54, 0.005: 41.90,
     0.001: 10.00, 0.0001: 10.00,
 }  # fmt: skip
 CIFAR10_TRAIN_ALL = 94.92
-#: MNIST-1D's published test accuracies (%) of fully trained models (SPEC §8).
+#: MNIST-1D's published test accuracies (%) of fully trained models (the benchmark at seed 42).
 MNIST1D_BASELINES = {"logistic regression": 32.0, "MLP": 68.0, "CNN": 94.0}
 CHANCE = 10.0
 _MODE_LABEL = {"bn": "BN-only", "random": "same # random weights", "all": "all weights"}
@@ -68,8 +69,8 @@ class E6Config(ExperimentConfig):
 
     def validate(self) -> None:
         from normonly._checks import check_density, check_int
-        from normonly.classifiers import OPTIMIZERS
-        from normonly.realdata import MODES
+        from normonly.data.classifiers import check_optimizer
+        from normonly.train.bn_sparse import MODES
 
         for model in self.models:
             _split(model)
@@ -86,10 +87,7 @@ class E6Config(ExperimentConfig):
             check_int("seeds", s, minimum=0)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"E6Config.lr must be a finite number > 0, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"E6Config.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
-            )
+        check_optimizer(self.optimizer, minibatch=True, what="E6Config.optimizer")
 
     @classmethod
     def full(cls) -> E6Config:
@@ -126,8 +124,8 @@ def trials(cfg: E6Config) -> list[dict]:
 
 def run_trial(cfg: E6Config, trial: dict) -> dict:
     from normonly._threads import limit_threads
-    from normonly.data import load_dataset
-    from normonly.realdata import train_sparse
+    from normonly.data.datasets import load_dataset
+    from normonly.train.bn_sparse import train_sparse
 
     dataset, arch = trial["dataset"], trial["arch"]
     data_seed = cfg.digits_seed if dataset == "digits" else cfg.mnist1d_seed

@@ -1,4 +1,4 @@
-"""E7 — reconstruct a normally trained classifier exactly (SPEC §7).
+"""E7 — reconstruct a normally trained classifier exactly (``docs/theory.md#experiments``).
 
 An ordinary ReLU MLP is trained with plain PyTorch (Adam, cross-entropy, float32) on real data
 that ships offline (scikit-learn's digits, MNIST-1D), saved with
@@ -54,7 +54,7 @@ class E7Config(ExperimentConfig):
     def validate(self) -> None:
         from normonly._checks import check_int, check_overparam
         from normonly.api import METHODS
-        from normonly.data import DATASETS
+        from normonly.data.datasets import DATASETS
 
         if not set(self.datasets) <= set(DATASETS):
             raise ValueError(f"E7Config.datasets must be among {DATASETS}, got {self.datasets}")
@@ -86,7 +86,7 @@ def trials(cfg: E7Config) -> list[dict]:
 
 
 def _data(cfg: E7Config, name: str):
-    from normonly.data import load_dataset
+    from normonly.data.datasets import load_dataset
 
     return load_dataset(name, cfg.digits_seed if name == "digits" else cfg.mnist1d_seed)
 
@@ -94,7 +94,7 @@ def _data(cfg: E7Config, name: str):
 @functools.lru_cache(maxsize=8)
 def _trained(cfg: E7Config, name: str, seed: int) -> tuple[dict[str, torch.Tensor], float]:
     """The trained classifier's state_dict (cached: wide and residual share one classifier)."""
-    from normonly.realdata import train_target_mlp
+    from normonly.data.classifiers import train_target_mlp
 
     hidden = cfg.digits_hidden if name == "digits" else cfg.mnist1d_hidden
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Baselines for norm-only training (SPEC §6), with the interface of :func:`fit_norm_only`.
+"""Baselines for norm-only training, with the interface of :func:`fit_norm_only`.
 
 * :func:`fit_all_weights` — every parameter of the same network (weights and norms).
 * :func:`fit_last_layer` — only the last ``nn.Linear``, restricted to exactly ``n_params`` entries
@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from normonly._checks import check_int
-from normonly.train.data import regression_data
+from normonly.data.regression import regression_data
 from normonly.train.fit import FitResult, _check_lr, train_entries
 from normonly.train.freeze import DEFAULT_KINDS, norm_kind
 

@@ -1,8 +1,9 @@
-"""Norm-only gradient training (SPEC §6): fit γ, β of a frozen network by minimising the MSE.
+"""Norm-only gradient training: fit γ, β of a frozen network by minimising the MSE.
 
 :func:`fit_norm_only` freezes everything but the normalization layers
-(:func:`~normonly.train.freeze.freeze_all_but_norm`) and runs Adam, SGD with momentum or L-BFGS on
-a fixed training set (:mod:`normonly.train.data`). The same loop (:func:`train_entries`) trains
+(:func:`~normonly.train.freeze.freeze_all_but_norm`) and runs Adam, SGD with momentum or L-BFGS
+(the package's one table of optimizers, :data:`normonly.data.classifiers.OPTIMIZERS`) on a fixed
+training set (:mod:`normonly.data.regression`). The same loop (:func:`train_entries`) trains
 any chosen set of parameter entries, which is how the baselines of
 :mod:`normonly.train.baselines` are built, so every method is timed and logged the same way.
 
@@ -13,9 +14,9 @@ Protocol of one fit:
   Wolfe line search) per step on the full training set, since its line search needs a
   deterministic loss.
 * ``bn_mode="eval"``: the model is in eval mode throughout (BatchNorm uses its running statistics,
-  so a per-unit affine map is exact, SPEC §1.1). ``bn_mode="train"``: the model trains in train
-  mode (BatchNorm normalises by batch statistics and updates its running statistics); errors are
-  always measured in eval mode, as a user would deploy the model.
+  so it is exactly a per-unit affine map, ``docs/theory.md#the-networks``). ``bn_mode="train"``:
+  the model trains in train mode (BatchNorm normalises by batch statistics and updates its running
+  statistics); errors are always measured in eval mode, as a user would deploy the model.
 * The history is logged at step 0, at ``log_every`` steps (default: ~40 log-spaced steps) and at
   the last step. ``wall_time_s`` counts optimizer time only, not the logging evaluations.
 """
@@ -32,17 +33,16 @@ import torch
 from torch import nn
 
 from normonly._checks import check_int
-from normonly.train.data import SPLITS, RegressionData, regression_data
+from normonly.data.classifiers import FULL_BATCH_OPTIMIZERS, check_optimizer, make_optimizer
+from normonly.data.regression import SPLITS, RegressionData, regression_data
 from normonly.train.freeze import DEFAULT_KINDS, freeze_all_but_norm
 
-__all__ = ["fit_norm_only", "train_entries", "FitResult", "OPTIMIZERS", "BN_MODES"]
+__all__ = ["fit_norm_only", "train_entries", "FitResult", "BN_MODES"]
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adam", "sgd", "lbfgs")
 BN_MODES = ("eval", "train")
 _N_LOGS = 40
-_MAX_LINE_SEARCH = 25  # torch's default max_ls
 
 
 @dataclass
@@ -111,20 +111,6 @@ def _set_mode(net: nn.Module, bn_mode: str) -> None:
     net.train(bn_mode == "train")
 
 
-def _make_optimizer(name: str, params: list[nn.Parameter], lr: float, momentum: float):
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum)
-    # One iteration per step; max_eval must leave room for the line search (torch passes
-    # max_ls = max_eval - evaluations so far, and max_eval defaults to 1 when max_iter=1).
-    # Tolerances 0: run every requested step (it still skips an exactly zero gradient).
-    return torch.optim.LBFGS(
-        params, lr=lr, max_iter=1, max_eval=1 + _MAX_LINE_SEARCH, history_size=20,
-        line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0,
-    )  # fmt: skip
-
-
 def train_entries(
     net: nn.Module,
     data: RegressionData,
@@ -163,8 +149,7 @@ def train_entries(
     -------
     FitResult
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    check_optimizer(optimizer)
     if bn_mode not in BN_MODES:
         raise ValueError(
             f"bn_mode must be one of {BN_MODES} (BatchNorm with running or with batch "
@@ -204,10 +189,10 @@ def train_entries(
             mask = mask.to(p.device, p.dtype)
             hooks.append(p.register_hook(lambda grad, m=mask: grad * m))
             n_trainable += int((mask != 0).sum())
-    opt = _make_optimizer(optimizer, params, lr, momentum)
+    opt = make_optimizer(optimizer, params, lr, momentum=momentum)
     g = torch.Generator().manual_seed(seed)
     x, y = data.x_train, data.y_train
-    full_batch = optimizer == "lbfgs" or batch_size >= data.n_train
+    full_batch = optimizer in FULL_BATCH_OPTIMIZERS or batch_size >= data.n_train
 
     def evaluate(step: int, t: float) -> dict[str, float]:
         net.eval()
@@ -285,7 +270,7 @@ def fit_norm_only(
     time_limit_s: float | None = None,
     device: str | torch.device = "cpu",
 ) -> FitResult:
-    """Fit only the normalization parameters of ``net`` to a target or a dataset (SPEC §6).
+    """Fit only the normalization parameters of ``net`` to a target or a dataset.
 
     The network is frozen with :func:`freeze_all_but_norm` (this stays in place after the fit)
     and its γ, β are trained in place by minimising the MSE on a fixed training set.
@@ -295,7 +280,7 @@ def fit_norm_only(
     net : nn.Module
         Any model mapping (n, d_in) -> (n, d_out) with normalization layers, e.g. a NormNet.
     target_or_data : TargetMLP, nn.Sequential, (X, Y) tensors or RegressionData
-        What to fit; see :func:`normonly.train.data.regression_data`.
+        What to fit; see :func:`normonly.data.regression.regression_data`.
     optimizer : {"adam", "sgd", "lbfgs"}
         Adam; SGD with ``momentum``; L-BFGS (one strong-Wolfe iteration per step, full batch).
     lr : float
@@ -309,7 +294,7 @@ def fit_norm_only(
     radius : float
         Ball radius for a target.
     n_train, n_val, n_test : int
-        Split sizes (see :func:`~normonly.train.data.regression_data`).
+        Split sizes (see :func:`~normonly.data.regression.regression_data`).
     bn_mode : {"eval", "train"}
         BatchNorm with running statistics (exactly a per-unit affine map) or batch statistics.
     momentum : float
@@ -342,8 +327,7 @@ def fit_norm_only(
     >>> res.n_trainable, res.final["test_rel_error"] < res.history[0]["test_rel_error"]
     (32, True)
     """
-    if optimizer not in OPTIMIZERS:  # fail before sampling anything
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    check_optimizer(optimizer)  # fail before sampling anything
     _check_lr(lr)
     data = regression_data(
         target_or_data, radius=radius, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed

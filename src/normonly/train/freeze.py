@@ -1,6 +1,6 @@
 """Freeze every parameter of a PyTorch model except those of its normalization layers.
 
-This is the paper's setting (SPEC §1.1, §6) for *any* model: after
+This is the paper's setting (``docs/theory.md#the-networks``) for *any* model: after
 :func:`freeze_all_but_norm`, only the per-unit scale γ (``weight``) and shift β (``bias``) of the
 chosen normalization layers have ``requires_grad=True``. Layers are recognised by type and, for
 third-party classes (Hugging Face's ``T5LayerNorm``, ``LlamaRMSNorm``, ...), by class name:

@@ -1,4 +1,4 @@
-"""Ordinary PyTorch classifiers for the real-data experiments (E6, E7).
+"""Ordinary PyTorch classifiers for the real-data experiments (E6, E7), and their training loop.
 
 * :func:`mlp_classifier` — the plain ``Linear, ReLU, ..., Linear`` MLP (with biases) that E7 trains
   normally and then reconstructs exactly; its ``state_dict`` is the file format of
@@ -6,8 +6,11 @@
 * :func:`bn_mlp` and :func:`bn_cnn1d` — the frozen-random networks of E6: blocks
   ``Linear(bias=False) → BatchNorm1d → ReLU`` (or ``Conv1d(bias=False) → BatchNorm1d → ReLU``)
   whose weights keep PyTorch's default initialisation and are pruned by fixed random masks.
-* :func:`fit_classifier` — one seeded cross-entropy training loop (Adam or SGD with momentum, cosine
-  learning-rate schedule) over the parameters it is given.
+* :func:`fit_classifier` — the one seeded cross-entropy training loop (Adam or SGD with momentum,
+  cosine learning-rate schedule) over the parameters it is given; :func:`train_target_mlp` uses
+  it to train E7's target, :func:`normonly.train.bn_sparse.train_sparse` E6's networks.
+* :data:`OPTIMIZERS` and :func:`make_optimizer` — the package's one table of optimizers, shared
+  with the regression loop :func:`normonly.train.train_entries`.
 
 PyTorch's default initialisation of ``Linear``/``Conv1d`` (``kaiming_uniform_(a=√5)``) is
 ``U(−1/√fan_in, 1/√fan_in)`` for weights and biases; :func:`default_init_` draws exactly that from
@@ -16,6 +19,7 @@ a private generator, so a seed reproduces a network without touching torch's glo
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
@@ -23,21 +27,71 @@ import torch
 from torch import nn
 
 from normonly._checks import check_density, check_int
-from normonly.data import Dataset
+from normonly.data.datasets import Dataset
 from normonly.nets.layers import MaskedLinear
 
 __all__ = [
+    "FULL_BATCH_OPTIMIZERS",
+    "OPTIMIZERS",
     "MaskedConv1d",
     "accuracy",
     "bn_cnn1d",
     "bn_mlp",
+    "check_optimizer",
     "default_init_",
     "fit_classifier",
+    "make_optimizer",
     "mlp_classifier",
-    "OPTIMIZERS",
+    "train_target_mlp",
 ]
 
-OPTIMIZERS = ("adam", "sgd")
+logger = logging.getLogger(__name__)
+
+#: Every optimizer of every training loop in the package, by name: Adam, SGD with momentum, and
+#: L-BFGS (one strong-Wolfe iteration per step).
+OPTIMIZERS = ("adam", "sgd", "lbfgs")
+#: Those that need the full training set at every step (a line search needs a deterministic loss),
+#: so the mini-batch loop :func:`fit_classifier` does not take them.
+FULL_BATCH_OPTIMIZERS = ("lbfgs",)
+_MAX_LINE_SEARCH = 25  # torch's default max_ls
+
+
+def check_optimizer(name: str, *, minibatch: bool = False, what: str = "optimizer") -> str:
+    """``name`` if it is in :data:`OPTIMIZERS` (without the full-batch ones if ``minibatch``).
+
+    Raises
+    ------
+    ValueError
+        Another name; the message lists the allowed ones.
+    """
+    allowed = tuple(o for o in OPTIMIZERS if not (minibatch and o in FULL_BATCH_OPTIMIZERS))
+    if name not in allowed:
+        why = " (L-BFGS needs full-batch steps)" if name in FULL_BATCH_OPTIMIZERS else ""
+        raise ValueError(f"{what} must be one of {allowed}, got {name!r}{why}")
+    return name
+
+
+def make_optimizer(
+    name: str, params: list[torch.Tensor], lr: float, *, momentum: float = 0.9
+) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer ``name`` (one of :data:`OPTIMIZERS`) over ``params``.
+
+    ``"adam"``: Adam with torch's defaults; ``"sgd"``: SGD with ``momentum`` (Nesterov off);
+    ``"lbfgs"``: L-BFGS doing one iteration per ``step(closure)``, strong-Wolfe line search
+    (``lr`` is its initial step), history 20, tolerances 0 so that every requested step runs.
+    """
+    check_optimizer(name)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    # One iteration per step; max_eval must leave room for the line search (torch passes
+    # max_ls = max_eval - evaluations so far, and max_eval defaults to 1 when max_iter=1).
+    # Tolerances 0: run every requested step (it still skips an exactly zero gradient).
+    return torch.optim.LBFGS(
+        params, lr=lr, max_iter=1, max_eval=1 + _MAX_LINE_SEARCH, history_size=20,
+        line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0,
+    )  # fmt: skip
 
 
 class MaskedConv1d(nn.Conv1d):
@@ -109,7 +163,8 @@ def _linear(a: int, b: int, density: float, g: torch.Generator) -> nn.Linear:
 def bn_mlp(widths: Sequence[int], *, density: float = 1.0, seed: int = 0) -> nn.Sequential:
     """Frozen-random BatchNorm MLP of E6: ``[Linear(bias=False), BatchNorm1d, ReLU]*`` blocks.
 
-    The last block is ``Linear(bias=False), BatchNorm1d`` (no ReLU), as in NormNet (SPEC §1.1).
+    The last block is ``Linear(bias=False), BatchNorm1d`` (no ReLU), as in ``NormNet``
+    (``docs/theory.md#the-networks``).
     Weights: PyTorch default init, each kept with probability ``density`` by a fixed mask (masks
     are drawn first, then the values, both from ``seed``).
 
@@ -227,7 +282,7 @@ def fit_classifier(
     epochs, lr, seed, batch_size
         Passes over the data, peak learning rate, shuffling seed, mini-batch size.
     optimizer : {"adam", "sgd"}
-        Adam, or SGD with ``momentum`` (Nesterov off).
+        Adam, or SGD with ``momentum`` (Nesterov off): see :func:`make_optimizer`.
 
     Returns
     -------
@@ -236,8 +291,7 @@ def fit_classifier(
     """
     epochs = check_int("epochs", epochs, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    check_optimizer(optimizer, minibatch=True)
     entries = list(entries)
     params = [p for p, _ in entries]
     if not params or not all(p.requires_grad for p in params):
@@ -246,10 +300,7 @@ def fit_classifier(
     X, y = data.X_train.to(dtype), data.y_train
     n = X.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
-    if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr)
-    else:
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    opt = make_optimizer(optimizer, params, lr, momentum=momentum)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
     g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
     masked = [(p, m) for p, m in entries if m is not None]
@@ -274,3 +325,33 @@ def fit_classifier(
         losses.append(total / n)
     model.eval()
     return losses
+
+
+def train_target_mlp(
+    data: Dataset,
+    hidden: Sequence[int],
+    *,
+    epochs: int,
+    seed: int,
+    lr: float = 1e-2,
+    batch_size: int = 64,
+) -> nn.Sequential:
+    """Train an ordinary ReLU MLP classifier ``[d_in, *hidden, n_classes]`` (E7's target).
+
+    Adam with a cosine schedule, cross-entropy, float32, default PyTorch init from ``seed``
+    (weights) and ``seed + 1`` (mini-batch order). Returns the ``nn.Sequential`` in eval mode.
+
+    Example
+    -------
+    >>> from normonly.data import load_digits_split
+    >>> net = train_target_mlp(load_digits_split(0), [16], epochs=1, seed=0)
+    >>> type(net[0]).__name__
+    'Linear'
+    """
+    model = mlp_classifier([data.d_in, *hidden, data.n_classes], seed=seed)
+    losses = fit_classifier(
+        model, data, [(p, None) for p in model.parameters()], epochs=epochs, lr=lr, seed=seed + 1,
+        optimizer="adam", batch_size=batch_size,
+    )  # fmt: skip
+    logger.info("trained %s MLP %s: final loss %.4f", data.name, hidden, losses[-1])
+    return model

@@ -3,7 +3,15 @@
 A fit minimises the mean squared error on a **fixed training set** drawn once from the seed (not
 fresh samples per step): every optimizer then sees the same finite problem, L-BFGS gets the
 deterministic loss its line search needs, and validation/test sets are disjoint draws from the
-same distribution. Inputs for a target are uniform in the ball ``‖x‖₂ ≤ R`` (SPEC §1.3).
+same distribution.
+
+Inputs for a target are i.i.d. uniform in the ball ``‖x‖₂ ≤ R`` (the domain on which the
+constructions are exact, ``docs/theory.md#the-domain``). They come from the package's one ball
+sampler, :func:`normonly.certificate.sampling.sample_ball`: one seeded call returns
+``n_train + n_val + n_test + 1`` uniform inside points; the first of them, which that sampler
+always sets to the origin, is dropped so that every training, validation and test point is an
+i.i.d. uniform draw, and the rest are cut into the three splits in that order. The sampler's
+points on the sphere are not used.
 
 Errors are reported as the relative error ``‖ŷ − y‖_F / ‖y‖_F`` over a split and as the MSE
 ``mean((ŷ − y)²)``.
@@ -18,20 +26,13 @@ import torch
 from torch import nn
 
 from normonly._checks import check_int, check_radius
+from normonly.certificate.sampling import sample_ball
 from normonly.nets.target import TargetMLP
 
-__all__ = ["RegressionData", "regression_data", "uniform_ball", "SPLITS"]
+__all__ = ["RegressionData", "regression_data", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 N_TRAIN_TARGET = 4096  # default training-set size when sampling a target
-
-
-def uniform_ball(n: int, d: int, radius: float, g: torch.Generator) -> torch.Tensor:
-    """``n`` points uniform in the ball ``‖x‖₂ ≤ radius`` of R^d, float64, shape (n, d)."""
-    dirs = torch.randn(n, d, generator=g, dtype=torch.float64)
-    dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
-    r = radius * torch.rand(n, 1, generator=g, dtype=torch.float64) ** (1.0 / d)  # (n, 1)
-    return dirs * r
 
 
 @dataclass
@@ -109,9 +110,10 @@ def regression_data(
     Parameters
     ----------
     target_or_data : TargetMLP, nn.Sequential of Linear/ReLU, (X, Y) tensors, or RegressionData
-        A target is sampled uniformly on the ball ``‖x‖ ≤ radius`` (train, then val, then test
-        from one private generator). ``X`` of shape (n, d_in) and ``Y`` of shape (n, d_out) are
-        split by a seeded permutation. A RegressionData is returned as is.
+        A target is evaluated on i.i.d. uniform points of the ball ``‖x‖ ≤ radius`` (train,
+        then val, then test, from one seeded draw; see the module docstring). ``X`` of shape
+        (n, d_in) and ``Y`` of shape (n, d_out) are split by a seeded permutation. A
+        RegressionData is returned as is.
     radius : float
         Ball radius R (targets only).
     n_train : int, optional
@@ -143,7 +145,6 @@ def regression_data(
     if isinstance(target_or_data, RegressionData):
         return target_or_data
     seed = check_int("seed", seed, minimum=0)
-    g = torch.Generator().manual_seed(seed)
     if isinstance(target_or_data, nn.Module):
         target_or_data = TargetMLP.from_torch(target_or_data)
     if isinstance(target_or_data, TargetMLP):
@@ -154,7 +155,9 @@ def regression_data(
             check_int("n_val", n_val, minimum=1),
             check_int("n_test", n_test, minimum=1),
         ]
-        xs = [uniform_ball(n, f.d_in, radius, g) for n in sizes]
+        # sample_ball(2m) gives m inside points, the first the origin: drop it (module docstring)
+        inside, _ = sample_ball(2 * (sum(sizes) + 1), f.d_in, radius, seed=seed)
+        xs = [x.clone() for x in inside[1:].split(sizes)]  # float64, uniform in the ball
         ys = [f(x) for x in xs]
         return RegressionData(
             xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], source="target", radius=radius, seed=seed
@@ -181,7 +184,7 @@ def regression_data(
             f"the dataset has {n} rows, too few for n_val={nv} + n_test={nt} + n_train={ntr}: "
             "pass smaller n_val/n_test (ints or fractions such as 0.1) or n_train"
         )
-    perm = torch.randperm(n, generator=g)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, test, train = perm[:nv], perm[nv : nv + nt], perm[nv + nt : nv + nt + ntr]
     x, y = x.detach().double(), y.detach().double()
     return RegressionData(

@@ -1,9 +1,9 @@
-"""Real-data protocols: BN-only training of sparse random networks (E6), trained targets (E7).
+"""BN-only training of sparse random networks on real data (experiment E6), and its controls.
 
-E6 follows Frankle, Schwab & Morcos ("Training BatchNorm and Only BatchNorm", ICLR 2021) and the
-CIFAR-10 sweep quoted in SPEC §7: a network keeps PyTorch's default random weights, pruned to a
-kept fraction by a fixed random mask, and one of three sets of numbers is trained
-(:data:`MODES`):
+E6 follows Frankle, Schwab & Morcos ("Training BatchNorm and Only BatchNorm", ICLR 2021) and a
+published CIFAR-10 BatchNorm-only sweep (``docs/theory.md#experiments``): a network keeps
+PyTorch's default random weights, pruned to a kept fraction by a fixed random mask, and one of
+three sets of numbers is trained (:data:`MODES`):
 
 ``"bn"``
     only BatchNorm γ and β (every weight frozen);
@@ -13,20 +13,21 @@ kept fraction by a fixed random mask, and one of three sets of numbers is traine
 ``"all"``
     every kept weight and every γ, β (ordinary training of the pruned network).
 
-E7's target is an ordinary MLP trained with Adam and cross-entropy (:func:`train_target_mlp`).
+The networks (``bn_mlp``, ``bn_cnn1d``) and the one classifier training loop (``fit_classifier``)
+live in :mod:`normonly.data.classifiers`; this module only chooses what is trained.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from normonly.classifiers import accuracy, bn_cnn1d, bn_mlp, fit_classifier, mlp_classifier
-from normonly.data import Dataset
+from normonly.data.classifiers import accuracy, bn_cnn1d, bn_mlp, fit_classifier
+from normonly.data.datasets import Dataset
+from normonly.train.baselines import random_weight_entries
+from normonly.train.freeze import freeze_all_but_norm
 
 __all__ = [
     "ARCHS",
@@ -35,10 +36,7 @@ __all__ = [
     "norm_parameters",
     "select_trainable",
     "train_sparse",
-    "train_target_mlp",
 ]
-
-logger = logging.getLogger(__name__)
 
 MODES = ("bn", "random", "all")
 ARCHS = ("mlp", "cnn")
@@ -73,15 +71,15 @@ def select_trainable(
     model : nn.Module
         A network from :func:`build_sparse_model`.
     mode : {"bn", "random", "all"}
-        See the module docstring. ``"bn"`` uses :func:`normonly.train.freeze_all_but_norm`,
-        ``"random"`` :func:`normonly.train.baselines.random_weight_entries`.
+        See the module docstring. ``"bn"`` uses :func:`~normonly.train.freeze.freeze_all_but_norm`,
+        ``"random"`` :func:`~normonly.train.baselines.random_weight_entries`.
     seed : int
         Seed of the random choice of weights (mode ``"random"``).
 
     Returns
     -------
     entries : list of (parameter, 0/1 mask or None)
-        What :func:`~normonly.classifiers.fit_classifier` trains; a mask selects entries.
+        What :func:`~normonly.data.classifiers.fit_classifier` trains; a mask selects entries.
     n_trainable : int
         How many numbers can change (pruned weights are not counted: they stay zero).
 
@@ -90,9 +88,6 @@ def select_trainable(
     ValueError
         An unknown mode.
     """
-    from normonly.train import freeze_all_but_norm
-    from normonly.train.baselines import random_weight_entries
-
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     bn = norm_parameters(model)
@@ -179,33 +174,3 @@ def train_sparse(
         "final_loss": losses[-1],
         "train_time_s": time.perf_counter() - t0,
     }
-
-
-def train_target_mlp(
-    data: Dataset,
-    hidden: Sequence[int],
-    *,
-    epochs: int,
-    seed: int,
-    lr: float = 1e-2,
-    batch_size: int = 64,
-) -> nn.Sequential:
-    """Train an ordinary ReLU MLP classifier ``[d_in, *hidden, n_classes]`` (E7's target).
-
-    Adam with a cosine schedule, cross-entropy, float32, default PyTorch init from ``seed``
-    (weights) and ``seed + 1`` (mini-batch order). Returns the ``nn.Sequential`` in eval mode.
-
-    Example
-    -------
-    >>> from normonly.data import load_digits_split
-    >>> net = train_target_mlp(load_digits_split(0), [16], epochs=1, seed=0)
-    >>> type(net[0]).__name__
-    'Linear'
-    """
-    model = mlp_classifier([data.d_in, *hidden, data.n_classes], seed=seed)
-    losses = fit_classifier(
-        model, data, [(p, None) for p in model.parameters()], epochs=epochs, lr=lr, seed=seed + 1,
-        optimizer="adam", batch_size=batch_size,
-    )  # fmt: skip
-    logger.info("trained %s MLP %s: final loss %.4f", data.name, hidden, losses[-1])
-    return model

@@ -1,4 +1,4 @@
-"""Real classification data that ships offline (SPEC §8): scikit-learn's digits and MNIST-1D.
+"""Real classification data that ships offline: scikit-learn's digits and MNIST-1D.
 
 Neither loader touches the network or writes a file:
 
@@ -13,7 +13,8 @@ Neither loader touches the network or writes a file:
   never changes anyone else's random stream.
 
 The default MNIST-1D seed 42 is the package's default, i.e. the benchmark whose published
-baselines (logistic regression ≈ 32 %, MLP ≈ 68 %, CNN ≈ 94 % test accuracy) SPEC §8 quotes.
+baselines (logistic regression ≈ 32 %, MLP ≈ 68 %, CNN ≈ 94 % test accuracy) experiment E6 draws
+beside its results (see ``docs/theory.md#experiments``).
 """
 
 from __future__ import annotations
