@@ -143,11 +143,11 @@ def _fit_row(res) -> dict:
 def run_trial(cfg: E4Config, trial: dict) -> dict:
     from torch.nn.utils import parameters_to_vector
 
-    from normonly.nets.wide import NormNet
-    from normonly.nets.target import TargetMLP
     from normonly.construct.layout import wide_widths
     from normonly.construct.wide import build_wide
     from normonly.data.regression import regression_data
+    from normonly.nets.target import TargetMLP
+    from normonly.nets.wide import NormNet
     from normonly.train import baselines, fit_norm_only
     from normonly.train.conditioning import gauss_newton_spectrum, perturb_parameters
 

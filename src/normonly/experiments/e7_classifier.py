@@ -108,9 +108,9 @@ def _trained(cfg: E7Config, name: str, seed: int) -> tuple[dict[str, torch.Tenso
 def run_trial(cfg: E7Config, trial: dict) -> dict:
     from safetensors.torch import save_file
 
-    from normonly.nets.target import TargetMLP
-    from normonly.api import reconstruct
     from normonly._threads import limit_threads
+    from normonly.api import reconstruct
+    from normonly.nets.target import TargetMLP
 
     name, method, seed = trial["dataset"], trial["method"], trial["seed"]
     with limit_threads(1):
