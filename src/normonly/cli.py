@@ -70,12 +70,9 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
         NotADirectoryError,
         StoreError,
     ]
-    try:
-        from normonly.errors import NormonlyError
+    from normonly.errors import NormonlyError
 
-        errors.append(NormonlyError)
-    except ImportError:
-        pass
+    errors.append(NormonlyError)
     return tuple(errors)
 
 
@@ -101,7 +98,11 @@ def _dump(data: Any) -> str:
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, str]:
-    """Parse ``--set key=value`` items into a dict of strings."""
+    """Split ``--set key=value`` items into ``{key: value text}``.
+
+    The value text is read by the config class
+    (:func:`normonly.experiments.values.parse_value`: a TOML value, or ``2,5,8`` for a list).
+    """
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -208,7 +209,7 @@ def _report_certificate(cert: Any, as_json: bool, extra: dict[str, Any], table: 
 
 
 def _load_target(args: argparse.Namespace) -> Any:
-    from normonly import TargetMLP
+    from normonly.nets.target import TargetMLP
 
     return TargetMLP.load(_require_file(args.target, "target"), activation=args.activation)
 
@@ -220,7 +221,7 @@ def _load_data(args: argparse.Namespace) -> Any:
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
-    from normonly import reconstruct
+    from normonly.api import reconstruct
 
     target = _load_target(args)
     data = _load_data(args)
@@ -257,7 +258,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from normonly import load_network, verify
+    from normonly.certificate.verify import verify
+    from normonly.nets.io import load_network
 
     net = load_network(_require_file(args.net, "network"))
     target = _load_target(args)
@@ -340,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one config value (repeatable; lists as 1,2,3)",
+        help="override one config value (repeatable); VALUE is a TOML value: radius=2.0, "
+        "widths=[2,5,8] (or widths=2,5,8), norm=affine (quotes optional)",
     )
     p.set_defaults(func=_cmd_run)
 

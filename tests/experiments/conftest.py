@@ -1,4 +1,4 @@
-"""Fixtures for the runner tests: the toy experiment, registered for one test at a time."""
+"""Fixtures for the runner tests: the toy experiment of ``toy.py``, registered for one test."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from normonly.experiments import registry
-from normonly.experiments._toy import TOY, ToyConfig
+
+from .toy import TOY, ToyConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: Row fields that legitimately differ between two runs of the same trial.

@@ -27,7 +27,7 @@ def test_e5_rank_is_min_m_n_and_exact_only_from_n(tmp_path):
     rows = E5.run(cfg)
     assert [r["m"] for r in rows] == [3, 6, 9]
     assert [r["rank"] for r in rows] == [3, 6, 6]
-    assert [r["exact"] for r in rows] == [False, True, True]
+    assert [r["passed"] for r in rows] == [False, True, True]
     assert rows[0]["max_rel_error"] > 1e-3
     assert E5.figures(cfg, rows, tmp_path)[0].read_bytes().startswith(PNG)
     table, sentence = E5.summarize(cfg, rows)

@@ -8,8 +8,8 @@ import pytest
 
 from normonly.cli import main
 from normonly.experiments import registry
-from normonly.experiments.e3_sparse import EXPERIMENT as E3
-from normonly.experiments.e3_sparse import E3Config, curves, law_fits, threshold, trials
+from normonly.experiments.e3 import EXPERIMENT as E3
+from normonly.experiments.e3 import E3Config, curves, law_fits, threshold, trials
 from normonly.linalg.full_rank_probability import estimate_full_rank_probability
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -87,7 +87,7 @@ def test_tiny_reconstructions_are_exact_or_refused(tiny):
 @pytest.mark.slow
 def test_law_fits_figures_and_summary(tiny, tmp_path):
     cfg, rows = tiny
-    fits = law_fits(cfg, rows)
+    fits = law_fits(rows, cfg.level)
     assert set(fits) == {1, 4}
     for f in fits.values():
         assert f["slope"] < 0 and f["best"] in f["laws"]

@@ -5,17 +5,19 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from normonly.experiments import registry, store
-from normonly.experiments._toy import TOY, ToyConfig
 from normonly.experiments.base import Experiment, ExperimentConfig
 from normonly.experiments.report import write_report
 from normonly.experiments.runner import TrialsFailed, reproduce, run_experiment
 
 from .conftest import PNG_MAGIC, file_lines, rows_path, stable
+from .toy import TOY, ToyConfig
 
 # --- config ---------------------------------------------------------------------------------------
 
@@ -44,6 +46,25 @@ def test_replace_coerces_strings():
     assert _Cfg().replace(k="7").k == 7
     assert _Cfg(k=7).replace(k="none").k is None
     assert _Cfg().replace(sizes=[3, 4]).sizes == (3, 4)
+
+
+def test_text_values_are_toml_with_a_comma_shorthand():
+    cfg = _Cfg().replace(
+        sizes="[3, 4]", rates="[0.5, 1e-3]", opts='["adam", "sgd"]', lr="2", width="4.0"
+    )
+    assert (cfg.sizes, cfg.rates, cfg.opts) == ((3, 4), (0.5, 1e-3), ("adam", "sgd"))
+    assert (cfg.lr, cfg.width) == (2.0, 4)
+    assert _Cfg().replace(sizes="7").sizes == (7,)  # one value for a list field: a list of one
+    assert _Cfg().replace(opts="16-16-16,8-8").opts == ("16-16-16", "8-8")  # bare words
+    assert _Cfg().replace(name='"b"').name == _Cfg().replace(name="b").name == "b"
+    assert _Cfg().replace(name="[1, 2]").name == "[1, 2]"  # a string field keeps its text
+    assert _Cfg().replace(k="NULL").k is None
+    with pytest.raises(ValueError, match="expected a boolean"):
+        _Cfg().replace(flag="yes")  # booleans are TOML's true/false
+    with pytest.raises(ValueError, match="expected an integer"):
+        _Cfg().replace(sizes='["5"]')  # a quoted item is a string
+    with pytest.raises(ValueError, match="expected an integer"):
+        _Cfg.from_dict({"width": "5"})  # typed data (JSON, saved configs) is not parsed
 
 
 @pytest.mark.parametrize(
@@ -227,8 +248,11 @@ def test_process_pool_gives_same_rows(tmp_path, toy_config):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_ray_backend_gives_same_rows(tmp_path, toy_config):
-    ray = pytest.importorskip("ray")
+def test_ray_backend_gives_same_rows(tmp_path, toy_config, monkeypatch):
+    import ray  # a dev dependency: missing is a failure, not a skip
+    # Ray's workers unpickle TOY.run_trial by reference: they must import experiments.toy
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]))
     local = run_experiment(TOY, toy_config, tmp_path / "local", progress=False)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -1,9 +1,11 @@
 """Experiments E1..E7 of the paper reproduction, and the machinery that runs and reports them.
 
 Write an experiment as a frozen :class:`ExperimentConfig` subclass plus module-level functions,
-wrap them in an :class:`Experiment`, and :func:`register` it at import time; list the module in
-``registry._MODULES``. :func:`run_experiment` stores rows under ``DIR/<name>/<digest>/`` with
-resume; :func:`write_report` rebuilds ``DIR/report.md`` from saved rows only.
+wrap them in an :class:`Experiment` named ``EXPERIMENT`` in its module, and list the module in
+``registry._MODULES`` (the registry imports it on first use; other experiments are added with
+:func:`register`). :func:`run_experiment` stores rows under ``DIR/<name>/<digest>/`` with
+resume; :func:`write_report` rebuilds ``DIR/report.md`` from saved rows only. Rows flatten a
+certificate with :func:`normonly.experiments.rows.certificate_row`.
 """
 
 from __future__ import annotations

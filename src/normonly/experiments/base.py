@@ -11,6 +11,10 @@ An experiment is a :class:`ExperimentConfig` subclass (a frozen dataclass with a
 * ``summarize(config, rows) -> (markdown_table, sentence)``.
 
 The runner (:mod:`normonly.experiments.runner`) adds resume, parallelism and bookkeeping.
+
+Config values come typed from ``--config`` files (TOML or JSON) or as text from
+``--set key=VALUE``; text has one syntax, TOML values with a comma-list shorthand
+(:func:`normonly.experiments.values.parse_value`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import hashlib
 import io
 import json
 import tomllib
-import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,100 +31,9 @@ from pathlib import Path
 from typing import Any, Self
 
 from normonly._atomic import atomic_write_bytes
+from normonly.experiments.values import coerce
 
-__all__ = ["Experiment", "ExperimentConfig", "read_config_file", "save_figure"]
-
-_TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
-_FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
-_NONE = frozenset({"none", "null", "~"})
-
-
-def _type_name(tp: Any) -> str:
-    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Convert ``value`` (possibly a string from the command line) to the annotated type ``tp``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if type(None) in args and (
-            value is None or (isinstance(value, str) and value.strip().lower() in _NONE)
-        ):
-            return None
-        problems = []
-        for option in args:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, where)
-            except (TypeError, ValueError) as err:
-                problems.append(str(err))
-        raise ValueError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if origin is typing.Literal:
-        for option in args:
-            try:
-                if _coerce(value, type(option), where) == option:
-                    return option
-            except (TypeError, ValueError):
-                continue
-        raise ValueError(f"{where}: expected one of {list(args)}, got {value!r}")
-    if origin in (tuple, list):
-        if isinstance(value, str):
-            text = value.strip().strip("()[]")
-            items: list[Any] = [s.strip() for s in text.split(",")] if text.strip() else []
-        elif isinstance(value, list | tuple):
-            items = list(value)
-        else:
-            raise TypeError(f"{where}: expected a sequence like '1,2,3', got {value!r}")
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            out = [_coerce(v, args[0], where) for v in items]
-        elif origin is tuple and args:
-            if len(items) != len(args):
-                raise ValueError(f"{where}: expected {len(args)} values, got {value!r}")
-            out = [_coerce(v, a, where) for v, a in zip(items, args, strict=True)]
-        else:
-            out = [_coerce(v, args[0], where) if args else v for v in items]
-        return tuple(out) if origin is tuple else out
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ValueError(f"{where}: expected a boolean (true/false), got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise TypeError(f"{where}: expected int, got bool {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ValueError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ValueError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError(f"{where}: expected a string, got {value!r}")
-    if isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise TypeError(f"{where}: cannot convert {value!r} to {_type_name(tp)}")
-
+__all__ = ["Experiment", "ExperimentConfig", "draw_figures", "read_config_file", "save_figure"]
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple | list):
@@ -147,6 +59,8 @@ class ExperimentConfig:
     ...     lr: float = 0.1
     >>> Cfg().replace(widths="1,2,3", lr="1e-3")
     Cfg(widths=(1, 2, 3), lr=0.001)
+    >>> Cfg().replace(widths="[5, 6]").widths
+    (5, 6)
     """
 
     @classmethod
@@ -183,7 +97,7 @@ class ExperimentConfig:
         return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
 
     @classmethod
-    def _coerce_all(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+    def _coerce_all(cls, values: Mapping[str, Any], *, text: bool = False) -> dict[str, Any]:
         types_ = cls.field_types()
         unknown = sorted(set(values) - set(types_))
         if unknown:
@@ -192,7 +106,9 @@ class ExperimentConfig:
                 f"{', '.join(repr(k) for k in unknown)} for {cls.__name__}; "
                 f"valid keys: {', '.join(types_) or '(none)'}"
             )
-        return {k: _coerce(v, types_[k], f"{cls.__name__}.{k}") for k, v in values.items()}
+        return {
+            k: coerce(v, types_[k], f"{cls.__name__}.{k}", text=text) for k, v in values.items()
+        }
 
     def replace(self, **overrides: Any) -> Self:
         """Return a copy with ``overrides`` applied, validated and coerced to the field types.
@@ -200,8 +116,11 @@ class ExperimentConfig:
         Parameters
         ----------
         **overrides
-            Field values; strings are parsed (``"3"`` -> 3, ``"true"`` -> True,
-            ``"1,2,3"`` -> ``(1, 2, 3)``) and lists become tuples.
+            Field values. A string is read by
+            :func:`~normonly.experiments.values.parse_value` (TOML values plus the
+            ``1,2,3`` list shorthand: ``"3"`` -> 3, ``"true"`` -> True, ``"[1, 2]"`` or
+            ``"1,2"`` -> ``(1, 2)``; ``"none"`` unsets an optional field); a string field
+            keeps its text. Lists become tuples.
 
         Returns
         -------
@@ -215,7 +134,7 @@ class ExperimentConfig:
         TypeError
             For a value of the wrong type that is not a string.
         """
-        return dataclasses.replace(self, **type(self)._coerce_all(overrides))
+        return dataclasses.replace(self, **type(self)._coerce_all(overrides, text=True))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-serializable dict (tuples become lists)."""
@@ -224,7 +143,7 @@ class ExperimentConfig:
         for name, tp in types_.items():
             value = getattr(self, name)
             try:  # canonical form: an int stored in a float field is written as a float
-                value = _coerce(value, tp, name)
+                value = coerce(value, tp, name)
             except (TypeError, ValueError):
                 pass
             out[name] = _jsonable(value)
@@ -233,6 +152,8 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build a config from :meth:`to_dict` output (missing keys take their defaults).
+
+        Values must already have their types (as in JSON or TOML); strings are not parsed.
 
         Raises
         ------
@@ -367,3 +288,18 @@ def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
 
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def draw_figures(
+    exp: Experiment, config: ExperimentConfig, rows: list[dict[str, Any]], directory: Path
+) -> list[Path]:
+    """Draw the experiment's figures from saved rows with the Agg backend.
+
+    Used by the runner after a sweep and by the report when it redraws from saved rows.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return [Path(p) for p in exp.figures(config, rows, directory)]

@@ -1,4 +1,7 @@
-"""E1 — does a random net with trainable norms reproduce a target exactly? (SPEC §7, Theorem 1)
+"""E1 — does a random net with trainable norms reproduce a target exactly? (Theorem 1)
+
+See ``docs/theory.md#wide-construction`` for the construction and ``docs/theory.md#experiments``
+for the question.
 
 Square random targets of width d and depth L are rebuilt by the wide construction at several
 overparameterizations; each trial measures the max absolute/relative error in float64 on seeded
@@ -14,7 +17,7 @@ from pathlib import Path
 
 from normonly.experiments._common import group, log_ticks, md_table, median, pyplot
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
-from normonly.experiments.registry import register
+from normonly.experiments.rows import certificate_row
 
 __all__ = ["E1Config", "EXPERIMENT"]
 
@@ -60,7 +63,8 @@ def trials(cfg: E1Config) -> list[dict]:
 
 
 def run_trial(cfg: E1Config, trial: dict) -> dict:
-    from normonly import TargetMLP, reconstruct
+    from normonly.api import reconstruct
+    from normonly.nets.target import TargetMLP
 
     d, L, seed = trial["width"], trial["depth"], trial["seed"]
     target = TargetMLP.random([d] * (L + 1), seed=seed)
@@ -68,26 +72,11 @@ def run_trial(cfg: E1Config, trial: dict) -> dict:
         target, radius=cfg.radius, overparam=trial["overparam"], norm=cfg.norm, seed=seed,
         n_points=cfg.n_points, verify_seed=seed,
     )  # fmt: skip
-    c = rec.certificate
     return {
         **trial,
-        "max_abs_error": c.max_abs_error,
-        "max_rel_error": c.max_rel_error,
-        "passed": c.passed,
-        "tolerance": c.tolerance,
-        "error_bound": c.error_bound,
-        "bound_rel": c.bound_rel,
-        "max_cond": max(lc.cond for lc in c.layers),
-        "max_rel_residual": max(lc.rel_residual for lc in c.layers),
-        "solvers": sorted({lc.solver for lc in c.layers}),
-        "construct_time_s": sum(lc.wall_time_s for lc in c.layers),
+        **certificate_row(rec.certificate),
         "total_time_s": rec.wall_time_s,
-        "trainable": c.counts["trainable"],
-        "frozen": c.counts["frozen"],
         "target_params": target.num_parameters(),
-        "radius": cfg.radius,
-        "dtype": c.dtype,
-        "n_points": c.n_points,
     }
 
 
@@ -184,16 +173,14 @@ def _bound_rel(row: dict) -> float:
     return math.nan if value is None else float(value)
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="E1",
-        title="Exact reconstruction by the wide construction",
-        question="Does a frozen random ReLU net with trainable norms reproduce a target exactly, "
-        "and how do error and conditioning depend on width, depth and overparameterization?",
-        config_cls=E1Config,
-        trials=trials,
-        run_trial=run_trial,
-        figures=figures,
-        summarize=summarize,
-    )
+EXPERIMENT = Experiment(
+    name="E1",
+    title="Exact reconstruction by the wide construction",
+    question="Does a frozen random ReLU net with trainable norms reproduce a target exactly, "
+    "and how do error and conditioning depend on width, depth and overparameterization?",
+    config_cls=E1Config,
+    trials=trials,
+    run_trial=run_trial,
+    figures=figures,
+    summarize=summarize,
 )

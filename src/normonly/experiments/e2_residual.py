@@ -1,4 +1,7 @@
-"""E2 — skip connections trade width for depth (SPEC §7, Theorem 2, SPEC §3).
+"""E2 — skip connections trade width for depth (Theorem 2).
+
+The construction is ``docs/theory.md#residual-construction``; the question is in
+``docs/theory.md#experiments``.
 
 Fixed random targets are rebuilt by the residual construction
 (:mod:`normonly.construct.residual`) for every partition size k from the largest layer input
@@ -7,12 +10,13 @@ width, the number of residual blocks (depth), the stream width, the frozen and t
 parameter counts, the max absolute/relative error of network vs target in float64 on seeded
 points inside the ball and on its sphere (the certificate), and the construction's wall time.
 
-Targets are written as dash-separated widths, e.g. ``"16-16-16-16"`` (depth 3, width 16).
+Targets are written as dash-separated widths, e.g. ``"16-16-16-16"`` (depth 3, width 16). The
+certificate's fields are stored by :func:`normonly.experiments.rows.certificate_row`; widths are
+asked from :mod:`normonly.construct.layout`, not recomputed.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +24,7 @@ from pathlib import Path
 from normonly._threads import limit_threads
 from normonly.experiments._common import group, log_ticks, md_table, median, pyplot
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
-from normonly.experiments.registry import register
+from normonly.experiments.rows import certificate_row
 
 __all__ = ["E2Config", "EXPERIMENT", "partition_sizes", "parse_widths"]
 
@@ -94,8 +98,9 @@ def trials(cfg: E2Config) -> list[dict]:
 
 
 def run_trial(cfg: E2Config, trial: dict) -> dict:
-    from normonly import TargetMLP, reconstruct
-    from normonly.construct.layout import check_k
+    from normonly.api import reconstruct
+    from normonly.construct.layout import check_k, wide_widths
+    from normonly.nets.target import TargetMLP
 
     widths, seed = parse_widths(trial["target"]), trial["seed"]
     target = TargetMLP.random(widths, seed=seed)
@@ -107,11 +112,12 @@ def run_trial(cfg: E2Config, trial: dict) -> dict:
             verify_seed=seed,
         )  # fmt: skip
         total = time.perf_counter() - t0
-    c, net = rec.certificate, rec.net
-    pairs = zip(widths[:-1], widths[1:], strict=True)
-    wide = [math.ceil(cfg.overparam * a * b - 1e-9) for a, b in pairs]  # the wide widths
+    net = rec.net
+    # the wide construction's NormNet widths [d_in, m_1, d_1, ...]: the m_l are the wide widths
+    wide = wide_widths(target, overparam=cfg.overparam, width=None, uniform_width=False)[1::2]
     return {
         **trial,
+        **certificate_row(rec.certificate),
         "target_widths": widths,
         "k_per_layer": check_k(trial["k"], target),
         "hidden_width": max(net.hidden),
@@ -119,25 +125,10 @@ def run_trial(cfg: E2Config, trial: dict) -> dict:
         "n_blocks": net.depth,
         "stream_width": 2 * net.register,
         "wide_width": max(wide),
-        "trainable": c.counts["trainable"],
-        "frozen": c.counts["frozen"],
         "target_params": target.num_parameters(),
-        "max_abs_error": c.max_abs_error,
-        "max_abs_error_sphere": c.max_abs_error_sphere,
-        "max_rel_error": c.max_rel_error,
-        "tolerance": c.tolerance,
-        "passed": c.passed,
-        "error_bound": c.error_bound,
-        "bound_rel": c.bound_rel,
-        "max_cond": max(lc.cond for lc in c.layers),
-        "max_rel_residual": max(lc.rel_residual for lc in c.layers),
-        "min_relu_margin": min(lc.relu_margin for lc in c.layers),
-        "construct_time_s": sum(lc.wall_time_s for lc in c.layers),
         "total_time_s": total,
         "overparam": cfg.overparam,
         "norm": cfg.norm,
-        "dtype": c.dtype,
-        "n_points": c.n_points,
     }
 
 
@@ -240,17 +231,15 @@ def summarize(cfg: E2Config, rows: list[dict]) -> tuple[str, str]:
     return table, sentence
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="E2",
-        title="Skip connections: width traded for depth",
-        question="Does a narrow frozen random residual net with trainable norms reproduce a "
-        "target exactly by being deeper, and how do width, depth and parameter counts change "
-        "with the partition size k?",
-        config_cls=E2Config,
-        trials=trials,
-        run_trial=run_trial,
-        figures=figures,
-        summarize=summarize,
-    )
+EXPERIMENT = Experiment(
+    name="E2",
+    title="Skip connections: width traded for depth",
+    question="Does a narrow frozen random residual net with trainable norms reproduce a "
+    "target exactly by being deeper, and how do width, depth and parameter counts change "
+    "with the partition size k?",
+    config_cls=E2Config,
+    trials=trials,
+    run_trial=run_trial,
+    figures=figures,
+    summarize=summarize,
 )

@@ -32,7 +32,6 @@ import numpy as np
 from normonly._threads import limit_threads
 from normonly.experiments._common import fmt, group, md_table, pyplot
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
-from normonly.experiments.registry import register
 
 __all__ = ["E4Config", "EXPERIMENT"]
 
@@ -385,16 +384,14 @@ def _why_figure(plt, cfg: E4Config, rows: list[dict], methods: dict, outdir: Pat
     return [save_figure(fig, outdir / "e4_why.png")]
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="E4",
-        title="Construction vs gradient descent on the norm parameters",
-        question="How close do Adam, SGD and L-BFGS on γ, β (and the usual baselines) get to the "
-        "construction's exact solution, at what time cost, and why do they fall short?",
-        config_cls=E4Config,
-        trials=trials,
-        run_trial=run_trial,
-        figures=figures,
-        summarize=summarize,
-    )
+EXPERIMENT = Experiment(
+    name="E4",
+    title="Construction vs gradient descent on the norm parameters",
+    question="How close do Adam, SGD and L-BFGS on γ, β (and the usual baselines) get to the "
+    "construction's exact solution, at what time cost, and why do they fall short?",
+    config_cls=E4Config,
+    trials=trials,
+    run_trial=run_trial,
+    figures=figures,
+    summarize=summarize,
 )

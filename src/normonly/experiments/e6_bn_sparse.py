@@ -29,7 +29,6 @@ from pathlib import Path
 
 from normonly.experiments._common import md_table, median, pyplot
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
-from normonly.experiments.registry import register
 
 __all__ = ["E6Config", "EXPERIMENT", "CIFAR10_RESNET34_BN_ONLY", "MNIST1D_BASELINES"]
 
@@ -277,16 +276,14 @@ def summarize(cfg: E6Config, rows: list[dict]) -> tuple[str, str]:
     return table, "; ".join(parts) + "."
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="E6",
-        title="BN-only training of a frozen random network with random sparsity",
-        question="How accurate is a frozen random, randomly pruned network when only its "
-        "BatchNorm γ/β are trained on real data, against the kept fraction of its weights?",
-        config_cls=E6Config,
-        trials=trials,
-        run_trial=run_trial,
-        figures=figures,
-        summarize=summarize,
-    )
+EXPERIMENT = Experiment(
+    name="E6",
+    title="BN-only training of a frozen random network with random sparsity",
+    question="How accurate is a frozen random, randomly pruned network when only its "
+    "BatchNorm γ/β are trained on real data, against the kept fraction of its weights?",
+    config_cls=E6Config,
+    trials=trials,
+    run_trial=run_trial,
+    figures=figures,
+    summarize=summarize,
 )

@@ -1,15 +1,16 @@
-"""The experiment registry: E1..E7 register themselves when their modules are imported.
+"""The experiment registry: the paper's experiments E1..E7, loaded on first use.
 
-Modules are imported lazily (on the first :func:`get` or :func:`all_experiments`), so a broken
-experiment module never breaks ``normonly --help``. Setting the environment variable
-``NORMONLY_TOY=1`` also registers the tiny test experiment ``TOY``.
+Each module in :data:`_MODULES` defines ``EXPERIMENT`` (an :class:`Experiment`); the registry
+imports the modules lazily (on the first :func:`get` or :func:`all_experiments`) and registers
+their ``EXPERIMENT``, so a broken experiment module never breaks ``normonly --help``. The
+registry imports the experiment modules, never the reverse. Other experiments (the tests' toy
+sweep) are added with :func:`register`.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import os
 
 from normonly.experiments.base import Experiment
 
@@ -17,18 +18,16 @@ __all__ = ["all_experiments", "get", "import_errors", "register", "unregister"]
 
 logger = logging.getLogger(__name__)
 
-#: Experiment modules imported on first use; each calls :func:`register` at import time.
+#: Experiment modules imported on first use; each defines ``EXPERIMENT``.
 _MODULES: tuple[str, ...] = (
     "normonly.experiments.e1_exact",
     "normonly.experiments.e2_residual",
-    "normonly.experiments.e3_sparse",
+    "normonly.experiments.e3",
     "normonly.experiments.e4_gradient",
     "normonly.experiments.e5_width",
     "normonly.experiments.e6_bn_sparse",
     "normonly.experiments.e7_classifier",
 )
-
-_TOY_MODULE = "normonly.experiments._toy"
 
 _REGISTRY: dict[str, Experiment] = {}
 _IMPORT_ERRORS: dict[str, str] = {}
@@ -59,10 +58,13 @@ def register(exp: Experiment) -> Experiment:
 
     Examples
     --------
-    >>> from normonly.experiments import _toy
-    >>> register(_toy.TOY) is _toy.TOY
+    >>> from normonly.experiments.base import ExperimentConfig
+    >>> demo = Experiment(name="DEMO", title="t", question="q?", config_cls=ExperimentConfig,
+    ...                   trials=lambda c: [], run_trial=lambda c, t: {},
+    ...                   figures=lambda c, rows, d: [], summarize=lambda c, rows: ("", ""))
+    >>> register(demo) is demo
     True
-    >>> unregister("TOY")
+    >>> unregister("DEMO")
     """
     if not isinstance(exp, Experiment):
         raise TypeError(f"register() takes an Experiment, got {type(exp).__name__}")
@@ -84,18 +86,14 @@ def _load() -> None:
     if _LOADED:
         return
     _LOADED = True
-    modules = list(_MODULES)
-    if os.environ.get("NORMONLY_TOY") == "1":
-        modules.append(_TOY_MODULE)
-    for module_name in modules:
+    for module_name in _MODULES:
         try:
             module = importlib.import_module(module_name)
+            exp = module.EXPERIMENT
+            register(exp)
         except Exception as exc:  # a broken experiment must not break the CLI
             _IMPORT_ERRORS[module_name] = f"{type(exc).__name__}: {exc}"
             logger.warning("could not import experiment module %s: %s", module_name, exc)
-            continue
-        if module_name == _TOY_MODULE:
-            register(module.TOY)
 
 
 def import_errors() -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from normonly._atomic import atomic_write_text
 from normonly.experiments import registry, store
-from normonly.experiments.base import Experiment
+from normonly.experiments.base import Experiment, draw_figures
 
 __all__ = ["find_runs", "write_report"]
 
@@ -118,8 +118,6 @@ def _section(
             logger.error("%s: summarize failed: %s", name, exc)
             parts.append(f"**Summary failed:** `{type(exc).__name__}: {exc}`\n")
         try:
-            from normonly.experiments.runner import draw_figures
-
             figures = draw_figures(exp, config, rows, run / store.FIGURES_DIR)
         except Exception as exc:  # noqa: BLE001
             logger.error("%s: figures failed: %s", name, exc)
@@ -144,7 +142,7 @@ def write_report(out_dir: str | os.PathLike[str]) -> Path:
     Parameters
     ----------
     out_dir : str or PathLike
-        A results root written by :func:`normonly.experiments.runner.run_experiment`.
+        A results root written by ``run_experiment`` (:mod:`normonly.experiments.runner`).
 
     Returns
     -------

@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from normonly.experiments import store
-from normonly.experiments.base import Experiment, ExperimentConfig
+from normonly.experiments import registry, store
+from normonly.experiments.base import Experiment, ExperimentConfig, draw_figures
+from normonly.experiments.report import write_report
 
-__all__ = ["TrialsFailed", "draw_figures", "reproduce", "run_experiment"]
+__all__ = ["TrialsFailed", "reproduce", "run_experiment"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,17 +180,6 @@ def _infer_profile(exp: Experiment, config: ExperimentConfig) -> str:
     return "custom"
 
 
-def draw_figures(
-    exp: Experiment, config: ExperimentConfig, rows: list[dict[str, Any]], directory: Path
-) -> list[Path]:
-    """Draw the experiment's figures from saved rows with the Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    directory.mkdir(parents=True, exist_ok=True)
-    return [Path(p) for p in exp.figures(config, rows, directory)]
-
-
 def run_experiment(
     exp: Experiment,
     config: ExperimentConfig,
@@ -328,9 +318,6 @@ def reproduce(
     TrialsFailed
         After all experiments ran and the report was written, if any trial failed.
     """
-    from normonly.experiments import registry
-    from normonly.experiments.report import write_report
-
     if profile not in ("quick", "full"):
         raise ValueError(f"profile must be 'quick' or 'full', got {profile!r}")
     if only is None:

@@ -1,12 +1,15 @@
-"""A tiny deterministic experiment used by the runner and CLI tests (registered as ``TOY``).
+"""A tiny deterministic experiment for the runner and CLI tests (``TOY``; not in the registry).
 
-It is not part of the paper reproduction: the registry adds it only when ``NORMONLY_TOY=1`` is set
-or when a test calls :func:`normonly.experiments.registry.register` on :data:`TOY`. It lives in the
-package so that spawned worker processes and Ray workers can import ``run_trial``.
+Tests register it with :func:`normonly.experiments.registry.register` (the ``toy`` fixture of
+``tests/experiments/conftest.py``). Pytest puts ``tests/`` on ``sys.path``, so this module is
+importable as ``experiments.toy`` there and in the worker processes and Ray workers that unpickle
+``run_trial`` by reference. A command line of its own, with ``TOY`` registered, is
+``PYTHONPATH=tests python -c 'import sys, experiments.toy as t; sys.exit(t.main())' run TOY``.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +19,7 @@ import numpy as np
 
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
 
-__all__ = ["TOY", "ToyConfig"]
+__all__ = ["TOY", "ToyConfig", "main"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +99,12 @@ TOY = Experiment(
     figures=figures,
     summarize=summarize,
 )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``normonly`` command line with ``TOY`` registered (for tests in a subprocess)."""
+    from normonly.cli import main as cli_main
+    from normonly.experiments.registry import register
+
+    register(TOY)
+    return cli_main(sys.argv[1:] if argv is None else argv)

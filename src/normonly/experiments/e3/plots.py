@@ -1,4 +1,4 @@
-"""E3's figures, drawn from its saved rows only (see :mod:`normonly.experiments.e3_sparse`)."""
+"""E3's figures, drawn from its saved rows only (statistics from :mod:`.stats`)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,11 @@ import numpy as np
 
 from normonly.experiments._common import group, pyplot
 from normonly.experiments.base import save_figure
-from normonly.experiments.e3_sparse import LAWS, curves, law_fits, threshold, wilson_range
+from normonly.experiments.e3.stats import LAWS, curves, law_fits, p_star, wilson_range
 
 __all__ = ["figures"]
 
 _LAW_STYLE = {"√(ln d/d)": "--", "ln d/d": ":", "2 ln d/d": "-."}
-
-
-def _p_star(c: dict, level: float) -> float:
-    return threshold(c["densities"], [k / c["draws"] for k in c["counts"]], level)
 
 
 def figures(cfg, rows: list[dict], outdir: Path) -> list[Path]:
@@ -74,13 +70,13 @@ def _probability_figure(cfg, cs: dict, outdir: Path, plt) -> Path:
 
 
 def _threshold_figure(cfg, rows: list[dict], cs: dict, outdir: Path, plt) -> Path:
-    fits = law_fits(cfg, rows)
+    fits = law_fits(rows, cfg.level)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
     d_all = np.array(sorted({d for d, _ in cs}), dtype=float)
     for q in sorted({q for _, q in cs}):
         pts = []
         for (d, qq), c in sorted(cs.items()):
-            p = _p_star(c, cfg.level)
+            p = p_star(c, cfg.level)
             if qq == q and p == p:
                 lo, hi = wilson_range(c, cfg.level)
                 pts.append((d, p, p - lo if lo == lo else 0.0, hi - p if hi == hi else 0.0))
@@ -139,7 +135,7 @@ def _recon_figure(cfg, recon: list[dict], cs: dict, outdir: Path, plt) -> Path:
         at = [
             (d, 2 * p * c["m"] * 2 * d / (2 * (d * d + d)))
             for (d, qq), c in sorted(cs.items())
-            if qq == q and (p := _p_star(c, cfg.level)) == p
+            if qq == q and (p := p_star(c, cfg.level)) == p
         ]
         if at:
             a2.plot(
