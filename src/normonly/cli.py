@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import logging
 import os
 import sys
@@ -18,9 +17,9 @@ import sys
 # 2-core machine made solves 2x slower (benchmarks/README.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
+from normonly.cli_files import cmd_reconstruct, cmd_verify
 from normonly.experiments.store import StoreError
 
 __all__ = ["build_parser", "main"]
@@ -78,20 +77,6 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy arrays/scalars, torch tensors
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path | set | frozenset):
-        return str(value) if isinstance(value, Path) else sorted(value)
-    return str(value)
-
-
-def _dump(data: Any) -> str:
-    return json.dumps(data, indent=2, default=_json_default)
 
 
 # --- configs -------------------------------------------------------------------------------------
@@ -186,89 +171,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for exp in experiments:
         print(f"{exp.name:<5} {exp.title}\n      {exp.question}")
     return 0
-
-
-def _require_file(path: str, what: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{what} file {p} does not exist")
-    if p.is_dir():
-        raise IsADirectoryError(f"{what} path {p} is a directory, expected a .safetensors file")
-    return p
-
-
-def _report_certificate(cert: Any, as_json: bool, extra: dict[str, Any], table: bool) -> int:
-    if as_json:
-        print(_dump({**cert.to_dict(), **extra}))
-    else:
-        print(cert.to_table() if table else cert.summary())
-    if not cert.passed:
-        print(f"normonly: the certificate failed: {cert.reason}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _load_target(args: argparse.Namespace) -> Any:
-    from normonly.nets.target import TargetMLP
-
-    return TargetMLP.load(_require_file(args.target, "target"), activation=args.activation)
-
-
-def _load_data(args: argparse.Namespace) -> Any:
-    from normonly._files import load_points
-
-    return None if args.data is None else load_points(args.data)
-
-
-def _cmd_reconstruct(args: argparse.Namespace) -> int:
-    from normonly.api import reconstruct
-
-    target = _load_target(args)
-    data = _load_data(args)
-    if args.radius is None and data is None:
-        raise ValueError(
-            "give the input domain: --radius R (exactness on ||x|| <= R) or --data X.npy|X.csv "
-            "(your inputs; R becomes their largest norm + 1%); there is no default radius"
-        )
-    out = Path(args.out)
-    if out.parent and not out.parent.exists():
-        raise FileNotFoundError(f"output directory {out.parent} does not exist")
-    rec = reconstruct(
-        target,
-        method=args.method,
-        radius=args.radius,
-        data=data,
-        overparam=args.overparam,
-        uniform_width=args.uniform_width,
-        norm=args.norm,
-        seed=args.seed,
-        k=args.k,
-        density=args.density,
-    )
-    if not rec.certificate.passed:
-        print(rec.certificate.to_table())
-        print(
-            f"normonly: the certificate failed, network not saved: {rec.certificate.reason}",
-            file=sys.stderr,
-        )
-        return 1
-    rec.net.save(out)
-    logger.info("network saved to %s", out)
-    return _report_certificate(rec.certificate, args.json, {"net": str(out)}, table=True)
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from normonly.certificate.verify import verify
-    from normonly.nets.io import load_network
-
-    net = load_network(_require_file(args.net, "network"))
-    target = _load_target(args)
-    kwargs: dict[str, Any] = {"radius": args.radius, "seed": args.seed, "data": _load_data(args)}
-    if args.n_points is not None:
-        kwargs["n_points"] = args.n_points
-    if args.rtol is not None:
-        kwargs["rtol"] = args.rtol
-    return _report_certificate(verify(net, target, **kwargs), args.json, {}, table=False)
 
 
 # --- parser --------------------------------------------------------------------------------------
@@ -373,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uniform-width", action="store_true", help="same width in every layer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the certificate as JSON")
-    p.set_defaults(func=_cmd_reconstruct)
+    p.set_defaults(func=cmd_reconstruct)
 
     p = add("verify", "check a saved network against a target MLP on the ball of radius R")
     p.add_argument("net", help="network (.safetensors)")
@@ -389,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-points", type=_positive_int, default=None, help="test points")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the certificate as JSON")
-    p.set_defaults(func=_cmd_verify)
+    p.set_defaults(func=cmd_verify)
     return parser
 
 
