@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
 
     p = add("reconstruct", "build a norm-only network that reproduces a target MLP exactly")
-    p.add_argument("target", help="target MLP (.safetensors)")
+    p.add_argument("target", help="target MLP (.safetensors, or .onnx: Gemm/MatMul+Add and Relu)")
     p.add_argument("--out", required=True, help="where to save the network (.safetensors)")
     p.add_argument("--method", choices=("wide", "residual"), default="wide")
     p.add_argument("--radius", type=float, default=None,
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("verify", "check a saved network against a target MLP on the ball of radius R")
     p.add_argument("net", help="network (.safetensors)")
-    p.add_argument("target", help="target MLP (.safetensors)")
+    p.add_argument("target", help="target MLP (.safetensors, or .onnx: Gemm/MatMul+Add and Relu)")
     p.add_argument("--radius", type=float, default=None,
                    help="input radius R (default: the radius the network was built for)")
     p.add_argument("--data", default=None,

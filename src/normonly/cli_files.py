@@ -33,7 +33,9 @@ def _require_file(path: str, what: str) -> Path:
     if not p.exists():
         raise FileNotFoundError(f"{what} file {p} does not exist")
     if p.is_dir():
-        raise IsADirectoryError(f"{what} path {p} is a directory, expected a .safetensors file")
+        raise IsADirectoryError(
+            f"{what} path {p} is a directory, expected a .safetensors (or .onnx) file"
+        )
     return p
 
 
@@ -49,9 +51,14 @@ def _report_certificate(cert: Any, as_json: bool, extra: dict[str, Any], table: 
 
 
 def _load_target(args: argparse.Namespace) -> Any:
-    from normonly.nets.target import TargetMLP
+    from normonly.nets.target import TargetMLP, check_activation
 
-    return TargetMLP.load(_require_file(args.target, "target"), activation=args.activation)
+    path = _require_file(args.target, "target")
+    if path.suffix.lower() == ".onnx":  # the graph states its activation
+        if args.activation is not None:
+            check_activation(args.activation, str(path))
+        return TargetMLP.from_onnx(path)
+    return TargetMLP.load(path, activation=args.activation)
 
 
 def _load_data(args: argparse.Namespace) -> Any:

@@ -84,8 +84,10 @@ class TargetMLP:
                     f"layer {i}: weights and biases must be floating point, got {w.dtype} "
                     f"and {b.dtype}"
                 )
-            w = w.detach().to("cpu", torch.float64).clone()
-            b = b.detach().to("cpu", torch.float64).clone()
+            # own contiguous float64 copies (a transposed view, e.g. sklearn's coefs_[i].T,
+            # would otherwise keep its strides into the solvers)
+            w = w.detach().to("cpu", torch.float64).clone(memory_format=torch.contiguous_format)
+            b = b.detach().to("cpu", torch.float64).clone(memory_format=torch.contiguous_format)
             if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] == 0:
                 raise ValueError(
                     f"layer {i}: weight must be a non-empty 2-D (d_out, d_in) matrix, "
@@ -188,6 +190,41 @@ class TargetMLP:
                 "supported)"
             )
         return cls(ws, bs)
+
+    @classmethod
+    def from_sklearn(cls, estimator: object) -> TargetMLP:
+        """A fitted ``MLPClassifier`` / ``MLPRegressor`` with ``activation="relu"``.
+
+        The target is the network before its output activation: a classifier's logits (one
+        logit for a binary classifier, whose ``predict`` is ``classes_[logit > 0]``; one per
+        class otherwise, ``predict`` = ``classes_[argmax]``), a regressor's outputs.
+
+        Raises
+        ------
+        TypeError
+            Not a scikit-learn MLP.
+        ValueError
+            Not fitted, or another activation (named).
+        """
+        from normonly.nets.readers import weights_from_sklearn
+
+        ws, bs = weights_from_sklearn(estimator)
+        return cls([torch.from_numpy(w) for w in ws], [torch.from_numpy(b) for b in bs])
+
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike) -> TargetMLP:
+        """The ReLU MLP of an ONNX file (Gemm or MatMul+Add, Relu; read, never run).
+
+        The activation is read from the graph; float32 weights are converted exactly to float64.
+        Any other operator is refused with its name and node (:mod:`normonly.nets.readers`).
+        """
+        from normonly.nets.readers import weights_from_onnx
+
+        ws, bs = weights_from_onnx(path)
+        try:
+            return cls([torch.from_numpy(w) for w in ws], [torch.from_numpy(b) for b in bs])
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{path}: {e}") from None
 
     def to_torch(self, dtype: torch.dtype = torch.float64) -> nn.Sequential:
         """The equivalent ``nn.Sequential(Linear, ReLU, ..., Linear)``."""
