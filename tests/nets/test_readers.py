@@ -24,7 +24,7 @@ def _digits():
     return X / 16.0, y
 
 
-def _fit(model, X, y):
+def _fit(model, X, y):  # a few epochs: the tests need a trained net, not a good one
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return model.fit(X, y)
@@ -33,7 +33,10 @@ def _fit(model, X, y):
 # --------------------------------------------------------------------------- scikit-learn
 def test_relu_classifier_on_digits_is_reconstructed_with_identical_predictions():
     X, y = _digits()
-    clf = _fit(MLPClassifier(hidden_layer_sizes=(32,), activation="relu", max_iter=40, random_state=0), X, y)
+    clf = _fit(
+        MLPClassifier(hidden_layer_sizes=(32,), activation="relu", max_iter=40,
+                      random_state=0), X, y
+    )
     f = TargetMLP.from_sklearn(clf)
     assert f.widths == [64, 32, 10]
     rec = reconstruct(f, data=X, overparam=2.0, n_points=500)
@@ -50,7 +53,10 @@ def test_relu_classifier_on_digits_is_reconstructed_with_identical_predictions()
 def test_binary_classifier_has_one_logit_and_predict_is_its_sign():
     X, y = _digits()
     yb = (y >= 5).astype(int)
-    clf = _fit(MLPClassifier(hidden_layer_sizes=(8,), activation="relu", max_iter=30, random_state=1), X, yb)
+    clf = _fit(
+        MLPClassifier(hidden_layer_sizes=(8,), activation="relu", max_iter=30,
+                      random_state=1), X, yb
+    )
     f = TargetMLP.from_sklearn(clf)
     assert f.d_out == 1
     rec = reconstruct(f, data=X, overparam=2.0, n_points=200)
@@ -61,7 +67,10 @@ def test_binary_classifier_has_one_logit_and_predict_is_its_sign():
 
 def test_regressor_outputs_are_reproduced():
     X, y = _digits()
-    reg = _fit(MLPRegressor(hidden_layer_sizes=(12, 6), activation="relu", max_iter=30, random_state=0), X, y)
+    reg = _fit(
+        MLPRegressor(hidden_layer_sizes=(12, 6), activation="relu", max_iter=30,
+                     random_state=0), X, y
+    )
     rec = reconstruct(TargetMLP.from_sklearn(reg), data=X, overparam=2.0, n_points=200)
     with torch.no_grad():
         out = rec.net(torch.from_numpy(X))[:, 0].numpy()
@@ -71,7 +80,10 @@ def test_regressor_outputs_are_reproduced():
 @pytest.mark.parametrize("activation", ["logistic", "tanh", "identity"])
 def test_other_sklearn_activations_are_refused_by_name(activation):
     X, y = _digits()
-    clf = _fit(MLPClassifier(hidden_layer_sizes=(4,), activation=activation, max_iter=5, random_state=0), X, y)
+    clf = _fit(
+        MLPClassifier(hidden_layer_sizes=(4,), activation=activation, max_iter=5,
+                      random_state=0), X, y
+    )
     with pytest.raises(ValueError, match=f"activation='{activation}'.*ReLU networks only"):
         TargetMLP.from_sklearn(clf)
 
