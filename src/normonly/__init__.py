@@ -45,6 +45,7 @@ _WHERE = {
     "MaskedLinear": "normonly.nets.layers",
     "NormNet": "normonly.nets.wide",
     "load_network": "normonly.nets.io",
+    "export_onnx": "normonly.nets.export",
     "TargetMLP": "normonly.nets.target",
     "ResidualNormNet": "normonly.nets.residual",
     "fit_norm_only": "normonly.train",
@@ -85,6 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         UncertifiedDtypeWarning,
     )
     from normonly.linalg import khatri_rao, solve_scales
+    from normonly.nets.export import export_onnx
     from normonly.nets.io import load_network
     from normonly.nets.layers import Affine, MaskedLinear
     from normonly.nets.residual import ResidualNormNet

@@ -1,4 +1,4 @@
-"""The ``normonly`` command line: reproduce, run, report, list, reconstruct, verify.
+"""The ``normonly`` command line: reproduce, run, report, list, reconstruct, verify, export.
 
 The CLI only parses arguments, builds configs and calls the library. Exit codes: 0 success,
 1 failure (a failing certificate, failed trials, an unexpected error), 2 bad usage or input,
@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from normonly.cli_files import cmd_reconstruct, cmd_verify
+from normonly.cli_files import cmd_export, cmd_reconstruct, cmd_verify
 from normonly.experiments.store import StoreError
 
 __all__ = ["build_parser", "main"]
@@ -292,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the certificate as JSON")
     p.set_defaults(func=cmd_verify)
+
+    p = add("export", "write a saved network as ONNX (checked by onnx.checker and onnxruntime)")
+    p.add_argument("net", help="network (.safetensors)")
+    p.add_argument("--onnx", required=True, help="where to write the ONNX model (.onnx)")
+    p.add_argument("--float32", action="store_true",
+                   help="export in float32 (not certified; the measured difference is printed)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The commands on network files: ``normonly reconstruct`` and ``normonly verify``."""
+"""The commands on network files: ``normonly reconstruct``, ``verify`` and ``export``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cmd_reconstruct", "cmd_verify"]
+__all__ = ["cmd_reconstruct", "cmd_verify", "cmd_export"]
 
 logger = logging.getLogger("normonly")
 
@@ -116,3 +116,40 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.rtol is not None:
         kwargs["rtol"] = args.rtol
     return _report_certificate(verify(net, target, **kwargs), args.json, {}, table=False)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a saved network as ONNX and check it: onnx.checker, then onnxruntime vs torch."""
+    import torch
+
+    from normonly.certificate.sampling import sample_ball
+    from normonly.nets.export import export_onnx
+    from normonly.nets.io import load_network
+
+    net = load_network(_require_file(args.net, "network"))
+    out = Path(args.onnx)
+    if out.parent and not out.parent.exists():
+        raise FileNotFoundError(f"output directory {out.parent} does not exist")
+    export_onnx(net, out, float32=args.float32)
+    radius = float((net.meta or {}).get("radius", 1.0))
+    inside, sphere = sample_ball(1000, net.d_in, radius, seed=0)
+    x = torch.cat([inside, sphere])
+    try:
+        import onnxruntime
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            "checking the export needs onnxruntime: pip install 'normonly[onnx]'"
+        ) from None
+
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    dtype = "float32" if args.float32 else "float64"
+    (y_onnx,) = session.run(None, {session.get_inputs()[0].name: x.numpy().astype(dtype)})
+    with torch.no_grad(), net.unchecked_domain():
+        y = net(x)
+    diff = (torch.from_numpy(y_onnx).double() - y).abs().max()
+    err = float(diff / y.abs().max().clamp_min(1e-300))
+    print(
+        f"exported {args.net} -> {out} ({dtype}); onnxruntime vs torch on 1,000 points of the "
+        f"ball ||x|| <= {radius:g}: max relative difference {err:.2e}"
+    )
+    return 0

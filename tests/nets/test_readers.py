@@ -211,3 +211,29 @@ def test_cli_takes_onnx_targets_with_the_activation_from_the_graph(tmp_path, cap
     bad = _onnx_mlp(tmp_path / "s.onnx", ws, bs, extra="Sigmoid")
     assert main(["reconstruct", str(bad), "--radius", "1", "--out", str(out)]) == 2
     assert "operator Sigmoid" in capsys.readouterr().err
+
+
+def test_sklearn_to_reconstruct_to_onnx_runtime_equals_the_estimator(tmp_path, capsys):
+    import onnxruntime
+
+    from normonly import export_onnx
+
+    X, y = _digits()
+    clf = _fit(
+        MLPClassifier(hidden_layer_sizes=(16,), activation="relu", max_iter=30,
+                      random_state=2), X, y
+    )  # fmt: skip
+    rec = reconstruct(TargetMLP.from_sklearn(clf), data=X, overparam=2.0, n_points=300)
+    path = tmp_path / "net.onnx"
+    export_onnx(rec.net, path)
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    sess = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = sess.run(None, {sess.get_inputs()[0].name: X})
+    h = np.maximum(X @ clf.coefs_[0] + clf.intercepts_[0], 0.0)
+    ref = h @ clf.coefs_[1] + clf.intercepts_[1]
+    assert np.abs(logits - ref).max() <= 1e-9 * np.abs(ref).max()
+    assert (clf.classes_[logits.argmax(axis=1)] == clf.predict(X)).all()
+    net_path = tmp_path / "net.safetensors"
+    rec.net.save(net_path)
+    assert main(["export", str(net_path), "--onnx", str(tmp_path / "cli.onnx")]) == 0
+    assert "max relative difference" in capsys.readouterr().out
