@@ -294,3 +294,54 @@ def test_too_narrow_overparam_names_the_width_needed():
     f = TargetMLP.random([5, 5], seed=0)
     with pytest.raises(InfeasibleError, match="overparam must be .* got 0.5.*needs width >= 25"):
         reconstruct(f, radius=1.0, overparam=0.5)
+
+
+# --------------------------------------------------------------------------- files and numbers
+def test_a_named_pipe_is_refused_at_once_not_read(tmp_path):
+    import os
+
+    from normonly.cli import main
+
+    fifo = tmp_path / "target.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is a named pipe \\(FIFO\\); give a regular file"):
+        TargetMLP.load(fifo, activation="relu")
+    with pytest.raises(ValueError, match="named pipe"):
+        load_network(fifo)
+    assert main(["reconstruct", str(fifo), "--radius", "1", "--out", str(tmp_path / "n")]) == 2
+
+
+def test_a_construction_too_large_for_memory_is_refused_before_allocating():
+    f = TargetMLP([torch.zeros(2000, 10000)], [torch.zeros(2000)])
+    with pytest.raises(InfeasibleError, match="needs 240,000,000,000 frozen weights, .* GiB"):
+        reconstruct(f, radius=1.0)
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e120])
+def test_targets_that_overflow_on_the_ball_are_refused_with_the_reason(scale):
+    f = _target()
+    huge = TargetMLP([w * scale for w in f.weights], f.biases)
+    with pytest.raises(InfeasibleError, match="too large for float64"):
+        reconstruct(huge, radius=1.0)
+
+
+def test_json_output_is_strict(tmp_path, capsys):
+    import json
+
+    from normonly.cli import main
+
+    f = _target()
+    path = tmp_path / "t.safetensors"
+    f.save(path)
+    net_path = tmp_path / "n.safetensors"
+    assert main(["reconstruct", str(path), "--radius", "1", "--out", str(net_path)]) == 0
+    capsys.readouterr()
+    net = load_network(net_path)
+    with torch.no_grad():
+        net.norms[0].weight[0] = math.inf  # a broken network: its bound is not finite
+    net.save(net_path)
+    code = main(["verify", str(net_path), str(path), "--json"])
+    out = capsys.readouterr().out
+    assert code == 1
+    data = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON token {c}"))
+    assert data["passed"] is False and data["error_bound"] is None

@@ -7,9 +7,63 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["read_safetensors", "load_points"]
+__all__ = ["read_safetensors", "load_points", "require_regular_file", "available_memory"]
 
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
+
+
+def require_regular_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path if it names a regular file; a one-line error at once otherwise.
+
+    A FIFO, socket or device is refused before it is opened (opening a FIFO would wait forever
+    for a writer).
+    """
+    import stat
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} file {str(p)!r} does not exist")
+    if p.is_dir():
+        raise IsADirectoryError(f"{what} path {str(p)!r} is a directory, expected a file")
+    mode = p.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file"
+        )  # fmt: skip
+        raise ValueError(f"{what} path {str(p)!r} is {kind}; give a regular file")
+    return p
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_size(f, p: Path, what: str) -> None:
+    """Refuse, from the header alone, tensors that would not fit in memory."""
+    total = 0
+    for k in f.keys():  # noqa: SIM118 (safe_open API)
+        sl = f.get_slice(k)
+        n = 1
+        for dim in sl.get_shape():
+            n *= int(dim)
+        total += n * 8  # loaded as float64 copies
+    avail = available_memory()
+    if avail is not None and total > avail // 2:
+        raise ValueError(
+            f"{p}: the {what} holds {total // 8:,} numbers ({total / 2**30:.1f} GiB as float64), "
+            f"more than this machine can load and work with ({avail / 2**30:.1f} GiB available)"
+        )
 
 
 def read_safetensors(
@@ -34,11 +88,7 @@ def read_safetensors(
     """
     from safetensors import safe_open
 
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{what} file {str(p)!r} does not exist")
-    if p.is_dir():
-        raise IsADirectoryError(f"{what} path {str(p)!r} is a directory, expected a file")
+    p = require_regular_file(path, what)
     with open(p, "rb") as fh:
         head = fh.read(8)
     if head.startswith(_PICKLE_MAGIC):
@@ -50,7 +100,15 @@ def read_safetensors(
     try:
         with safe_open(str(p), framework="pt") as f:
             metadata = dict(f.metadata() or {})
+            _check_size(f, p, what)
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
+    except ValueError as e:
+        if "more than this machine can load" in str(e):
+            raise
+        raise ValueError(
+            f"{p} is not a valid safetensors file ({type(e).__name__}: {e}); expected the "
+            f"{what} written by safetensors.torch.save_file"
+        ) from None
     except Exception as e:  # safetensors raises its own SafetensorError / OSError types
         raise ValueError(
             f"{p} is not a valid safetensors file ({type(e).__name__}: {e}); expected the "
@@ -74,13 +132,7 @@ def load_points(path: str | os.PathLike) -> torch.Tensor:
     """
     import numpy as np
 
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"data file {str(p)!r} does not exist")
-    if p.is_dir():
-        raise IsADirectoryError(
-            f"data path {str(p)!r} is a directory, expected a .npy or .csv file"
-        )
+    p = require_regular_file(path, "data")
     suffix = p.suffix.lower()
     try:
         if suffix == ".npy":

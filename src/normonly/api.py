@@ -24,7 +24,7 @@ from normonly.certificate.record import Certificate
 from normonly.certificate.verify import verify
 from normonly.construct.record import LayerCertificate
 from normonly.construct.spec import METHODS, ConstructionSpec
-from normonly.errors import UncertifiedDtypeWarning
+from normonly.errors import InfeasibleError, UncertifiedDtypeWarning
 from normonly.nets.target import TargetMLP
 
 __all__ = ["reconstruct", "Reconstruction", "METHODS"]
@@ -146,6 +146,9 @@ def reconstruct(
         solver=solver, device=device,
     )  # fmt: skip
     radius = spec.radius
+    _check_scale(target, spec.radius)
+    if net is None:
+        _check_memory(target, spec)
     if method == "wide":
         from normonly.construct.wide import build_wide
 
@@ -193,3 +196,45 @@ def _domain_from_data(target: TargetMLP, radius: object, data: object) -> tuple[
     return r_data, X, (
         f"from data: {X.shape[0]} points, largest norm x (1 + {DATA_MARGIN:g})"
     )
+
+
+def _check_memory(target: TargetMLP, spec: ConstructionSpec) -> None:
+    """Refuse, before allocating, a network that cannot fit in this machine's memory."""
+    from normonly._files import available_memory
+    from normonly.construct.layout import frozen_count
+
+    n = frozen_count(target, method=spec.method, overparam=spec.overparam, width=spec.width,
+                     uniform_width=spec.uniform_width, k=spec.k)  # fmt: skip
+    need = n * 8 * (2 if spec.density < 1 else 1)  # float64 weights (and masks)
+    avail = available_memory()
+    if avail is not None and need > avail // 2:
+        raise InfeasibleError(
+            f"the {spec.method} construction of this target (widths {target.widths}) needs "
+            f"{n:,} frozen weights, {need / 2**30:,.1f} GiB in float64, more than this machine "
+            f"can hold ({avail / 2**30:.1f} GiB available): use a smaller target, or a smaller "
+            "overparam (>= 1)"
+        )
+
+
+MAX_VALUE = 1e100  # target values beyond this on the ball: the construction's products overflow
+
+
+def _check_scale(target: TargetMLP, radius: float) -> None:
+    """Refuse a target whose values on the ball are too large for float64 (or overflow)."""
+    import math
+
+    from normonly.certificate.rigorous import target_radii
+
+    with torch.no_grad():
+        radii = target_radii(target, radius)
+        W, b = target.weights[-1], target.biases[-1]
+        out = float((W.norm(dim=1) * radii[-1] + b.abs()).max())
+    worst = max([*radii, out])
+    if not math.isfinite(worst) or worst > MAX_VALUE:
+        shown = "overflows float64" if not math.isfinite(worst) else f"reaches {worst:.3g}"
+        raise InfeasibleError(
+            f"the target's values on the ball ||x|| <= {radius:g} are too large for float64: "
+            f"the bound on its hidden and output values {shown} (the limit is {MAX_VALUE:g}, "
+            "beyond which the construction's products overflow); rescale the target's weights "
+            "or the inputs"
+        )

@@ -25,18 +25,17 @@ def _json_default(value: Any) -> Any:
 
 
 def _dump(data: Any) -> str:
-    return json.dumps(data, indent=2, default=_json_default)
+    """Strict JSON: non-finite numbers are written as null (see Certificate.to_dict)."""
+    from normonly.certificate.record import strict_json
+
+    plain = json.loads(json.dumps(data, default=_json_default))
+    return json.dumps(strict_json(plain), indent=2, allow_nan=False)
 
 
 def _require_file(path: str, what: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{what} file {p} does not exist")
-    if p.is_dir():
-        raise IsADirectoryError(
-            f"{what} path {p} is a directory, expected a .safetensors (or .onnx) file"
-        )
-    return p
+    from normonly._files import require_regular_file
+
+    return require_regular_file(path, what)
 
 
 def _report_certificate(cert: Any, as_json: bool, extra: dict[str, Any], table: bool) -> int:

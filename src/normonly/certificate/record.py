@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 from normonly.construct.record import LayerCertificate
 
-__all__ = ["Certificate"]
+__all__ = ["Certificate", "strict_json"]
+
+
+def strict_json(value):
+    """``value`` with every non-finite float replaced by ``None`` (strict JSON has no NaN/inf)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
 
 
 @dataclass
@@ -47,8 +59,10 @@ class Certificate:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return json.loads(json.dumps(d, default=str))  # plain JSON types (inf -> Infinity ok)
+        """Plain JSON types; a non-finite number (an overflowing bound, an infinite condition
+        number) becomes ``None`` so that the JSON is strict (no ``NaN``/``Infinity`` tokens)."""
+        d = json.loads(json.dumps(asdict(self), default=str))
+        return strict_json(d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

@@ -199,7 +199,12 @@ def verify(
                 f"{eb.bound:.3e}; this is a bug in normonly, please report it with the network "
                 "and target files"
             )
-    passed, reason = _verdict(eb, scale, rtol, float64, p.dtype, data_fields, radius)
+    diagnostics = [("max_abs_error", abs_err), ("output_scale", scale)] + [
+        (f"layer {c.layer} block {c.block} rel_residual", c.rel_residual) for c in layers
+    ]
+    passed, reason = _verdict(
+        eb, scale, rtol, float64, p.dtype, data_fields, radius, diagnostics
+    )
     relu = eb.relu if eb is not None else []
     margins = [s["margin"] for s in relu if s["on"] and math.isfinite(s["margin"])]
     counts = net.parameter_counts() if hasattr(net, "parameter_counts") else {}
@@ -235,7 +240,9 @@ def verify(
     )
 
 
-def _verdict(eb, scale, rtol, float64, dtype, data_fields, radius) -> tuple[bool, str]:
+def _verdict(
+    eb, scale, rtol, float64, dtype, data_fields, radius, diagnostics=()
+) -> tuple[bool, str]:
     """PASS/FAIL and the one-sentence reason."""
     outside = data_fields.get("data_outside", 0)
     if outside:
@@ -246,6 +253,9 @@ def _verdict(eb, scale, rtol, float64, dtype, data_fields, radius) -> tuple[bool
         )
     if eb is None:
         return False, "no proven bound for this network, so nothing is certified"
+    bad = [n for n, v in diagnostics if not math.isfinite(v)]
+    if bad:
+        return False, f"non-finite diagnostics ({', '.join(bad)}): nothing is certified"
     if not float64:
         return False, (
             f"the network is {str(dtype).replace('torch.', '')}: exactness is certified in "

@@ -16,7 +16,7 @@ from numbers import Integral
 from normonly.errors import InfeasibleError
 from normonly.nets.target import TargetMLP
 
-__all__ = ["scaled_width", "wide_widths", "check_k", "residual_layout"]
+__all__ = ["scaled_width", "wide_widths", "check_k", "residual_layout", "frozen_count"]
 
 
 def scaled_width(overparam: float, n: int) -> int:
@@ -135,3 +135,22 @@ def residual_layout(
         "out_register": target.depth % 2,
     }
     return config, blocks
+
+
+def frozen_count(
+    target: TargetMLP, *, method: str, overparam: float, width: int | None = None,
+    uniform_width: bool = False, k: int | None = None,
+) -> int:
+    """How many frozen weights the network of a construction holds (before building it).
+
+    Example
+    -------
+    >>> frozen_count(TargetMLP.random([3, 5, 2], seed=0), method="wide", overparam=1.0)
+    250
+    """  # fmt: skip
+    if method == "wide":
+        widths = wide_widths(target, overparam=overparam, width=width,
+                             uniform_width=uniform_width, least_squares=True)  # fmt: skip
+        return sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    config, _ = residual_layout(target, k=k, overparam=overparam)
+    return 4 * config["register"] * sum(config["hidden"])

@@ -22,7 +22,6 @@ ONNX
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -92,13 +91,9 @@ def weights_from_onnx(path: str | os.PathLike) -> tuple[list[np.ndarray], list[n
         The ``onnx`` package is missing (the ``normonly[onnx]`` extra).
     """
     onnx = _onnx()
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"ONNX file {str(p)!r} does not exist")
-    if p.is_dir():
-        raise IsADirectoryError(f"ONNX path {str(p)!r} is a directory, expected a .onnx file")
-    if not p.is_file():
-        raise ValueError(f"{p} is not a regular file (a pipe or a device?); give a .onnx file")
+    from normonly._files import require_regular_file
+
+    p = require_regular_file(path, "ONNX")
     try:
         model = onnx.load_model_from_string(p.read_bytes())
     except Exception as e:  # protobuf's DecodeError and friends
