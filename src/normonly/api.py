@@ -22,7 +22,7 @@ from normonly._checks import (
 )
 from normonly.certificate.record import Certificate
 from normonly.certificate.verify import verify
-from normonly.construct.record import LayerCertificate
+from normonly.construct.record import LayerCertificate, construction_meta
 from normonly.construct.spec import METHODS, ConstructionSpec
 from normonly.errors import InfeasibleError, UncertifiedDtypeWarning
 from normonly.nets.target import TargetMLP
@@ -157,13 +157,7 @@ def reconstruct(
         from normonly.construct.residual import build_residual
 
         net, layers = build_residual(target, spec, net=net)
-    net.meta = {
-        "method": spec.method,
-        "radius": radius,
-        "domain": domain,
-        "target_widths": target.widths,
-        "layers": [lc.__dict__ for lc in layers],
-    }
+    net.meta = construction_meta(spec.method, radius, target.widths, layers, domain)
     if dtype != torch.float64:
         net = net.to(dtype)
     cert = verify(

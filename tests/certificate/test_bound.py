@@ -276,3 +276,15 @@ def test_residual_without_block_layout_is_refused_clearly():
     f = TargetMLP.random([2, 2], seed=0)
     with pytest.raises(ValueError, match="does not record which target layer"):
         error_bound(net, f, 1.0)
+
+
+def test_nets_built_directly_carry_what_the_bound_needs():
+    from normonly.construct.residual import build_residual
+    from normonly.construct.wide import build_wide
+
+    f = TargetMLP.random([4, 6, 3], seed=2)
+    for net, _ in (build_residual(f, radius=1.5, k=2, overparam=2.0),
+                   build_wide(f, radius=1.5, overparam=2.0)):  # fmt: skip
+        assert net.meta["radius"] == 1.5 and len(net.meta["layers"]) >= f.depth
+        cert = verify(net, f, n_points=300)  # the radius comes from the net
+        assert cert.passed and cert.radius == 1.5, cert.summary()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LayerCertificate"]
+__all__ = ["LayerCertificate", "construction_meta"]
 
 
 @dataclass
@@ -43,3 +43,21 @@ class LayerCertificate:
             iterations=info.iterations,
             wall_time_s=info.wall_time_s,
         )
+
+
+def construction_meta(
+    method: str, radius: float, target_widths: list[int], layers: list[LayerCertificate],
+    domain: str = "radius given",
+) -> dict:
+    """The facts a built network carries (``net.meta``, saved with it): what it was built for.
+
+    ``radius`` switches on the network's input check and is the default radius of
+    :func:`normonly.verify`; ``layers`` lets the proven bound map residual blocks to target layers.
+    """  # fmt: skip
+    return {
+        "method": method,
+        "radius": float(radius),
+        "domain": domain,
+        "target_widths": list(target_widths),
+        "layers": [dict(lc.__dict__) for lc in layers],
+    }

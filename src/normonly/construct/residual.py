@@ -64,7 +64,7 @@ from __future__ import annotations
 import torch
 
 from normonly.construct.layout import residual_layout
-from normonly.construct.record import LayerCertificate
+from normonly.construct.record import LayerCertificate, construction_meta
 from normonly.construct.spec import ConstructionSpec
 from normonly.construct.wide import RELU_MARGIN, next_radius, relu_on_need, relu_on_shift
 from normonly.linalg.solve import solve_scales
@@ -198,6 +198,7 @@ def build_residual(
         lift_src = torch.zeros(d_out, dtype=torch.float64)  # σ(·) ≥ 0 needs no lift
         radius_in = next_radius(W, b, radius_in)
     _set(net.readout, torch.ones_like(C_out), -C_out)  # N_read removes the output lift
+    net.meta = construction_meta("residual", radius, target.widths, certs)
     return net, certs
 
 

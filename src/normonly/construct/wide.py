@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from normonly.construct.layout import wide_widths
-from normonly.construct.record import LayerCertificate
+from normonly.construct.record import LayerCertificate, construction_meta
 from normonly.construct.spec import ConstructionSpec
 from normonly.linalg.solve import solve_scales
 from normonly.linalg.sparse_check import require_full_row_rank
@@ -137,4 +137,5 @@ def build_wide(
             )
         )
         radius_in = next_radius(W, b, radius_in)
+    net.meta = construction_meta("wide", radius, target.widths, certs)
     return net, certs

@@ -9,9 +9,9 @@ scheme with 2(m + d_out) trainable numbers needs at least about as many as the t
 
 Why not :func:`normonly.reconstruct`: it builds exact networks only, and refuses widths below
 ``d_in*d_out``. E5 needs those widths, so it calls the wide construction itself in its
-least-squares mode (``build_wide(..., width=m, least_squares=True)``), records ``net.meta`` the
-way ``reconstruct`` does (so :func:`~normonly.certificate.verify.verify` checks the radius
-against the one the network was built for), and certifies with ``verify``.
+least-squares mode (``build_wide(..., width=m, least_squares=True)``, which records ``net.meta``
+as ``reconstruct`` does, so :func:`~normonly.certificate.verify.verify` checks the radius against
+the one the network was built for), and certifies with ``verify``.
 """
 
 from __future__ import annotations
@@ -86,13 +86,6 @@ def run_trial(cfg: E5Config, trial: dict) -> dict:
     m, seed = trial["m"], trial["seed"]
     target = TargetMLP.random([d_in, d_out], seed=seed)
     net, layers = build_wide(target, radius=cfg.radius, width=m, seed=seed, least_squares=True)
-    net.meta = {  # as normonly.reconstruct records it
-        "method": "wide",
-        "radius": cfg.radius,
-        "domain": "radius given",
-        "target_widths": target.widths,
-        "layers": [lc.__dict__ for lc in layers],
-    }
     cert = verify(net, target, radius=cfg.radius, n_points=cfg.n_points, seed=seed, layers=layers)
     n = d_in * d_out
     return {
