@@ -136,7 +136,7 @@ def test_set_values_are_toml_or_comma_lists(tmp_path, capsys, toy):
         (["run", "TOY", "--config", "missing.toml"], "missing.toml"),
         (["run", "TOY", "--config", "cfg.yaml"], ".toml or .json"),
         (["report", "no-such-dir"], "does not exist"),
-        (["verify", "a.safetensors", "b.safetensors"], "network file a.safetensors does not exist"),
+        (["verify", "a.safetensors", "b.safetensors"], "network file 'a.safetensors' does not"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(tmp_path, capsys, toy, monkeypatch, argv, message):

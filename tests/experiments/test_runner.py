@@ -149,7 +149,12 @@ def test_run_writes_config_rows_and_figures(tmp_path, toy_config):
     rows = run_experiment(TOY, toy_config, tmp_path, progress=False)
     run = tmp_path / "TOY" / TOY.digest(toy_config)
     config = json.loads((run / "config.json").read_text())
-    assert config == {"experiment": "TOY", "config": toy_config.to_dict(), "profile": "quick"}
+    assert config == {
+        "experiment": "TOY",
+        "config": toy_config.to_dict(),
+        "profile": "quick",
+        "digest": run.name,  # the file names the directory it belongs to
+    }
     assert [r["key"] for r in rows] == ["t000", "t001", "t002", "t003"]
     for field_ in (
         "seed",

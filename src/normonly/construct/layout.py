@@ -146,7 +146,7 @@ def frozen_count(
     Example
     -------
     >>> frozen_count(TargetMLP.random([3, 5, 2], seed=0), method="wide", overparam=1.0)
-    250
+    190
     """  # fmt: skip
     if method == "wide":
         widths = wide_widths(target, overparam=overparam, width=width,

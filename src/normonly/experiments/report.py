@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from normonly._atomic import atomic_write_text
-from normonly.experiments import registry, store
+from normonly.experiments import registry, rowcheck, rundir, store
 from normonly.experiments.base import Experiment, draw_figures
 
-__all__ = ["find_runs", "write_report"]
+__all__ = ["ReportError", "check_dirs", "find_runs", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +86,15 @@ def _setting(config: dict[str, Any], profile: str, digest: str, name: str) -> st
     )
 
 
+class ReportError(RuntimeError):
+    """The report was written, but a summary or figure of some experiment failed."""
+
+
 def _section(
-    out_dir: Path, name: str, exp: Experiment | None, runs: list[Path]
+    out_dir: Path, name: str, exp: Experiment | None, runs: list[Path], errors: list[str]
 ) -> tuple[str, list[dict[str, Any]]]:
     run = runs[0]
     meta = store.read_config(run)
-    rows = store.read_rows(run)
     title = f"## {name} — {exp.title}" if exp else f"## {name}"
     parts = [title + "\n"]
     if exp is not None:
@@ -101,27 +104,38 @@ def _section(
         others = ", ".join(f"`{p.name}`" for p in runs[1:])
         parts.append(f"Older results with other settings, not shown: {others}.\n")
     if exp is None:
+        rows = store.read_rows(run)
         parts.append(f"Experiment {name} is not registered here: {len(rows)} rows, no summary.\n")
         return "\n".join(parts), rows
     try:
         config = exp.config_cls.from_dict(meta["config"])
-        expected: int | None = len(exp.trials(config))
+        trials = exp.trials(config)
     except (TypeError, ValueError) as exc:
         parts.append(f"**The stored config no longer matches {name}'s config class:** {exc}\n")
-        return "\n".join(parts), rows
+        return "\n".join(parts), []
+    stored = rowcheck.load_rows(run, exp.name, trials)
+    rows = stored.rows
+    if stored.skipped:
+        logger.warning("%s: %s; they are not counted", stored.path, stored.skipped_summary(3))
+        parts.append(
+            f"**{stored.skipped_summary(10)}**: these stored rows are not counted (each was "
+            "reported with its file, line and field when the report was built).\n"
+        )
     if rows:
         try:
             table, sentence = exp.summarize(config, rows)
             parts.append(table.rstrip() + "\n")
             parts.append(sentence.strip() + "\n")
         except Exception as exc:  # noqa: BLE001 - one broken summary must not hide the others
-            logger.error("%s: summarize failed: %s", name, exc)
-            parts.append(f"**Summary failed:** `{type(exc).__name__}: {exc}`\n")
+            text = " ".join(f"{type(exc).__name__}: {exc}".split())
+            errors.append(f"{name} ({stored.path}): the summary failed: {text}")
+            parts.append(f"**Summary failed:** `{text}`\n")
         try:
             figures = draw_figures(exp, config, rows, run / store.FIGURES_DIR)
         except Exception as exc:  # noqa: BLE001
-            logger.error("%s: figures failed: %s", name, exc)
-            parts.append(f"**Figures failed:** `{type(exc).__name__}: {exc}`\n")
+            text = " ".join(f"{type(exc).__name__}: {exc}".split())
+            errors.append(f"{name} ({stored.path}): the figures failed: {text}")
+            parts.append(f"**Figures failed:** `{text}`\n")
             figures = []
         for fig in figures:
             rel = Path(os.path.relpath(Path(fig).resolve(), out_dir.resolve())).as_posix()
@@ -129,15 +143,39 @@ def _section(
     else:
         parts.append("No finished trials yet.\n")
     wall = sum(float(r.get("wall_time_s") or 0.0) for r in rows)
-    parts.append(f"{len(rows)} of {expected} trials stored; total trial wall time {wall:.1f} s.\n")
+    parts.append(
+        f"{len(rows)} of {len(trials)} trials stored; total trial wall time {wall:.1f} s.\n"
+    )
     return "\n".join(parts), rows
+
+
+def check_dirs(out_dir: str | os.PathLike[str]) -> None:
+    """Check that every results directory under ``out_dir`` holds its own ``config.json``.
+
+    Raises
+    ------
+    IdentityError
+        For a directory whose ``config.json`` is missing (while rows exist) or belongs to other
+        settings (:func:`normonly.experiments.rundir.check_identity`).
+    """
+    root = Path(out_dir)
+    dirs = {p.parent for pattern in (store.CONFIG_FILE, store.ROWS_FILE)
+            for p in root.glob(f"*/*/{pattern}")}  # fmt: skip
+    for run in sorted(dirs):
+        try:
+            exp: Experiment | None = registry.get(run.parent.name)
+        except ValueError:
+            exp = None
+        rundir.check_identity(run, exp)
 
 
 def write_report(out_dir: str | os.PathLike[str]) -> Path:
     """Write ``out_dir/report.md`` from the saved results and redraw every figure.
 
     For an experiment with several config directories the most recently modified one is shown
-    and the others are listed.
+    and the others are listed. Rows are read by :func:`normonly.experiments.rowcheck.load_rows`
+    (as ``run`` reads them to resume): rows that are not trials of the directory's config or
+    have wrong types are skipped, named in a warning and in the report, and never counted.
 
     Parameters
     ----------
@@ -153,14 +191,20 @@ def write_report(out_dir: str | os.PathLike[str]) -> Path:
     ------
     FileNotFoundError
         If ``out_dir`` does not exist.
+    IdentityError
+        If a results directory's ``config.json`` is missing or belongs to other settings (see
+        :func:`check_dirs`); nothing is written.
+    ReportError
+        After writing the report, if a summary or the figures of an experiment raised.
     StoreError
         If the report cannot be written.
     """
     root = Path(out_dir)
     runs = find_runs(root)
-    sections, all_rows = [], []
+    check_dirs(root)
+    sections, all_rows, errors = [], [], []
     for name, exp in _ordered(list(runs)):
-        text, rows = _section(root, name, exp, runs[name])
+        text, rows = _section(root, name, exp, runs[name], errors)
         sections.append(text)
         all_rows.extend(rows)
     env = " · ".join(f"{label} {_values(all_rows, field)}" for label, field in _ENV_FIELDS)
@@ -178,4 +222,7 @@ def write_report(out_dir: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise store.StoreError(f"cannot write {path}: {exc.strerror or exc}", path=path) from exc
     logger.info("report written to %s", path)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ReportError(f"{errors[0]}{more}; {path} was written with the failure noted")
     return path

@@ -6,10 +6,9 @@ flight; rerunning the same command skips the keys already stored.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
+import json
 import logging
-import multiprocessing
 import os
 import socket
 import sys
@@ -19,8 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from normonly.experiments import registry, store
+from normonly.experiments import registry, rowcheck, rundir, store
 from normonly.experiments.base import Experiment, ExperimentConfig, draw_figures
+from normonly.experiments.pool import Terminated, run_pool, signals_stop_run
 from normonly.experiments.report import write_report
 
 __all__ = ["TrialsFailed", "reproduce", "run_experiment"]
@@ -113,22 +113,10 @@ def _run_local(
             except Exception as exc:  # noqa: BLE001 - collected and reported after the sweep
                 yield trial, None, _error_text(exc)
         return
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        # import the heavy modules once in the server; each worker is then a cheap fork of it
-        context.set_forkserver_preload([__name__, getattr(exp.run_trial, "__module__", __name__)])
-    else:
-        context = multiprocessing.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context)
-    try:
-        futures = {pool.submit(execute_trial, exp.run_trial, config, t, meta): t for t in todo}
-        for future in cf.as_completed(futures):
-            try:
-                yield futures[future], future.result(), None
-            except Exception as exc:  # noqa: BLE001
-                yield futures[future], None, _error_text(exc)
-    finally:  # also on StoreError / KeyboardInterrupt: drop what has not started
-        pool.shutdown(wait=True, cancel_futures=True)
+    tasks = [(t, (exp.run_trial, config, t, meta)) for t in todo]
+    preload = [__name__, getattr(exp.run_trial, "__module__", __name__)]
+    for trial, row, exc in run_pool(execute_trial, tasks, jobs, preload):
+        yield trial, row, None if exc is None else _error_text(exc)
 
 
 def _run_ray(
@@ -180,6 +168,65 @@ def _infer_profile(exp: Experiment, config: ExperimentConfig) -> str:
     return "custom"
 
 
+def _sweep(
+    exp: Experiment,
+    config: ExperimentConfig,
+    trials: list[dict[str, Any]],
+    done: dict[str, dict[str, Any]],
+    rows_path: Path,
+    jobs: int,
+    backend: str,
+    ray_address: str | None,
+    progress: bool,
+) -> list[tuple[str, str]]:
+    """Run the trials not in ``done``, append each valid row at once; return the failures."""
+    todo = [t for t in trials if t["key"] not in done]
+    logger.info(
+        "%s: %d trials, %d already stored, running %d (%s, jobs=%d) -> %s",
+        exp.name,
+        len(trials),
+        len(trials) - len(todo),
+        len(todo),
+        backend,
+        jobs,
+        rows_path.parent,
+    )
+    failures: list[tuple[str, str]] = []
+    if not todo:
+        return failures
+    meta = store.static_metadata()
+    if backend == "ray":
+        results = _run_ray(exp, config, todo, jobs, meta, ray_address)
+    else:
+        results = _run_local(exp, config, todo, jobs, meta)
+    specs = rowcheck.trial_specs(trials)
+    extra = rowcheck.RESULT_TYPES.get(exp.name, {})
+    bar = _progress(len(trials), len(trials) - len(todo), exp.name, progress)
+    with contextlib.closing(results), bar:
+        for trial, row, error in results:
+            problem = None if row is None else rowcheck.check_row(_jsonable(row), specs, extra)
+            if problem is not None:
+                field, reason = problem
+                error = f"its row is not stored: field {field!r}: {reason}"
+                row = None
+            if row is None:
+                failures.append((trial["key"], error or "unknown error"))
+                logger.warning("%s: trial %s failed: %s", exp.name, trial["key"], error)
+            else:
+                store.append_row(rows_path, row)
+                done[trial["key"]] = row
+            bar.update(1)
+    return failures
+
+
+def _jsonable(row: dict[str, Any]) -> Any:
+    """The row as it will read back from the file (tuples become lists, ...)."""
+    try:
+        return json.loads(json.dumps(row))
+    except (TypeError, ValueError):
+        return row  # append_row reports what cannot be stored
+
+
 def run_experiment(
     exp: Experiment,
     config: ExperimentConfig,
@@ -192,6 +239,11 @@ def run_experiment(
     profile: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the trials of ``exp`` not yet stored under ``out_dir``, store them, draw the figures.
+
+    Only one run may write a results directory at a time; stored rows are read and checked by
+    :func:`normonly.experiments.rowcheck.load_rows` (as the report reads them), and a trial whose
+    row fails those checks counts as failed and is not stored. SIGTERM stops the workers and
+    exits with 143 (SIGINT: ``KeyboardInterrupt``); finished rows are kept.
 
     Parameters
     ----------
@@ -220,7 +272,13 @@ def run_experiment(
     Raises
     ------
     TrialsFailed
-        After the sweep, if any trial raised (the others are stored).
+        After the sweep, if any trial raised or returned a row that fails the row checks (the
+        others are stored).
+    RunLocked
+        At once, if another run is writing the same directory (its PID, host and start time
+        are in the message).
+    IdentityError
+        If the directory's ``config.json`` belongs to other settings.
     StoreError
         If the results cannot be written; rows written before stay readable.
     ValueError, TypeError
@@ -237,41 +295,32 @@ def run_experiment(
     if ray_address is not None and backend != "ray":
         raise ValueError("ray_address is only used with backend='ray'")
 
-    path = store.ensure_run_dir(store.run_dir(out_dir, exp.name, exp.digest(config)))
-    store.write_config(path, exp.name, config.to_dict(), profile or _infer_profile(exp, config))
-    rows_path = path / store.ROWS_FILE
+    digest = exp.digest(config)
+    path = store.ensure_run_dir(store.run_dir(out_dir, exp.name, digest))
     trials = exp.trials(config)
     _check_trials(exp, trials)
-    done = {row["key"]: row for row in store.read_rows(rows_path)}
-    todo = [t for t in trials if t["key"] not in done]
-    logger.info(
-        "%s: %d trials, %d already stored, running %d (%s, jobs=%d) -> %s",
-        exp.name,
-        len(trials),
-        len(trials) - len(todo),
-        len(todo),
-        backend,
-        jobs,
-        path,
-    )
-
-    failures: list[tuple[str, str]] = []
-    if todo:
-        meta = store.static_metadata()
-        if backend == "ray":
-            results = _run_ray(exp, config, todo, jobs, meta, ray_address)
-        else:
-            results = _run_local(exp, config, todo, jobs, meta)
-        bar = _progress(len(trials), len(trials) - len(todo), exp.name, progress)
-        with contextlib.closing(results), bar:
-            for trial, row, error in results:
-                if row is None:
-                    failures.append((trial["key"], error or "unknown error"))
-                    logger.warning("%s: trial %s failed: %s", exp.name, trial["key"], error)
-                else:
-                    store.append_row(rows_path, row)
-                    done[trial["key"]] = row
-                bar.update(1)
+    with rundir.writer_lock(path), signals_stop_run():
+        if (path / store.CONFIG_FILE).exists():
+            rundir.check_identity(path, exp)
+        elif (path / store.ROWS_FILE).exists():  # the directory name vouches for these settings
+            logger.warning("%s: config.json was missing; written again from these settings", path)
+        store.write_config(
+            path, exp.name, config.to_dict(), profile or _infer_profile(exp, config), digest
+        )
+        rows_path = path / store.ROWS_FILE
+        store.repair_rows(rows_path)
+        stored = rowcheck.load_rows(rows_path, exp.name, trials)
+        done = stored.by_key()
+        try:
+            failures = _sweep(exp, config, trials, done, rows_path, jobs, backend, ray_address,
+                              progress)  # fmt: skip
+        except Terminated:
+            logger.error(
+                "%s: terminated; the %d finished trials are stored (rerun to resume)",
+                exp.name,
+                len(done),
+            )
+            raise
     if failures:
         order = {t["key"]: i for i, t in enumerate(trials)}
         failures.sort(key=lambda kv: order[kv[0]])

@@ -7,37 +7,40 @@ Layout::
     DIR/<experiment>/<digest>/figures/      PNGs drawn from the rows
 
 Appending is one ``write`` of one full line under an exclusive ``fcntl`` lock, followed by
-``fsync``. Reading keeps only complete lines that parse as JSON objects with a ``"key"``, so a line
-half-written when the process was killed is skipped (with a warning) and never read as data; the
-next append starts on a fresh line.
+``fsync``. Reading keeps only complete lines, so a line half-written when the process was killed
+is skipped (with a warning) and never read as data; the next append removes it first. Which rows
+count is decided by :mod:`normonly.experiments.rowcheck`; who may write a directory, and whether
+its ``config.json`` belongs to it, by :mod:`normonly.experiments.rundir`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
-import functools
-import importlib.metadata
 import json
 import logging
 import os
-import subprocess
-import sys
+import signal
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from normonly._atomic import atomic_write_text
+from normonly.experiments.bookkeeping import device_name, static_metadata
 
 __all__ = [
+    "Scan",
     "StoreError",
     "append_row",
     "device_name",
     "ensure_run_dir",
     "read_config",
     "read_rows",
+    "repair_rows",
     "run_dir",
+    "scan_rows",
     "static_metadata",
     "write_config",
 ]
@@ -98,9 +101,16 @@ def ensure_run_dir(path: str | os.PathLike[str]) -> Path:
 
 
 def write_config(
-    path: str | os.PathLike[str], experiment: str, config: Mapping[str, Any], profile: str
+    path: str | os.PathLike[str],
+    experiment: str,
+    config: Mapping[str, Any],
+    profile: str,
+    digest: str | None = None,
 ) -> Path:
     """Write ``config.json`` (experiment name, config dict, profile) atomically into a run dir.
+
+    ``digest`` (the directory's name) is stored too when given, so the file names the
+    directory it belongs to.
 
     Raises
     ------
@@ -109,6 +119,8 @@ def write_config(
     """
     target = Path(path) / CONFIG_FILE
     payload = {"experiment": experiment, "config": dict(config), "profile": profile}
+    if digest is not None:
+        payload["digest"] = digest
     try:
         atomic_write_text(target, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     except OSError as exc:
@@ -148,8 +160,61 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def _repair_tail(fd: int, path: Path) -> int:
+    """Remove an unfinished last line (left by a killed writer); return the new file size.
+
+    Runs under the exclusive lock: every writer appends whole lines under that lock, so bytes
+    after the last newline belong to a writer that died. A tail that is a complete JSON object
+    (only its newline is missing) is kept and given its newline.
+    """
+    size = os.fstat(fd).st_size
+    if not size or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    start = size
+    while start > 0:
+        block = os.pread(fd, min(start, 1 << 16), max(0, start - (1 << 16)))
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            start = start - len(block) + cut + 1
+            break
+        start -= len(block)
+    tail = os.pread(fd, size - start, start)
+    try:
+        complete = isinstance(json.loads(tail), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        complete = False
+    if complete:
+        if os.pwrite(fd, b"\n", size) != 1:  # at the end, also on a descriptor without O_APPEND
+            raise OSError(errno.EIO, "short write")
+        return size + 1
+    os.ftruncate(fd, start)
+    logger.warning(
+        "%s: removed an unfinished last line (%d bytes) left by an interrupted run",
+        path,
+        size - start,
+    )
+    return start
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until a row is written whole (they are delivered right after)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def append_row(path: str | os.PathLike[str], row: Mapping[str, Any]) -> None:
     """Append one row to ``rows.jsonl`` as a single, fsynced, exclusively locked line.
+
+    An unfinished last line left by a killed writer is removed first, so later reads are quiet.
+    SIGINT and SIGTERM wait until the line is written.
 
     Parameters
     ----------
@@ -171,10 +236,11 @@ def append_row(path: str | os.PathLike[str], row: Mapping[str, Any]) -> None:
         raise ValueError(f"a row needs a string 'key', got {row.get('key')!r}")
     line = (json.dumps(dict(row), separators=(",", ":")) + "\n").encode()
     try:
-        with _locked(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, fcntl.LOCK_EX) as fd:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = b"\n" + line  # never glue a row onto a half-written line
+        with (
+            _signals_deferred(),
+            _locked(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, fcntl.LOCK_EX) as fd,
+        ):
+            size = _repair_tail(fd, path)
             try:
                 _write_all(fd, line)
                 os.fsync(fd)
@@ -186,11 +252,69 @@ def append_row(path: str | os.PathLike[str], row: Mapping[str, Any]) -> None:
         raise _store_error("append a row to", path, exc) from exc
 
 
+def repair_rows(path: str | os.PathLike[str]) -> None:
+    """Remove an unfinished last line of an existing ``rows.jsonl`` (see :func:`append_row`).
+
+    Raises
+    ------
+    StoreError
+        If the file cannot be repaired.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        with _signals_deferred(), _locked(path, os.O_RDWR, fcntl.LOCK_EX) as fd:
+            _repair_tail(fd, path)
+    except OSError as exc:
+        raise _store_error("repair", path, exc) from exc
+
+
+#: Stands for a line that is not valid JSON in :attr:`Scan.lines`.
+NOT_JSON: Any = object()
+
+
+@dataclasses.dataclass
+class Scan:
+    """The lines of a rows file: ``(line number, parsed JSON or NOT_JSON)`` and the torn tail."""
+
+    lines: list[tuple[int, Any]]
+    torn_bytes: int
+
+
+def scan_rows(path: str | os.PathLike[str]) -> Scan:
+    """Parse every complete line of a ``rows.jsonl`` (no checks, no warnings).
+
+    Blank lines are left out; bytes after the last newline (a line cut by ``kill -9``) are
+    counted in ``torn_bytes`` and never parsed. A missing file scans as empty.
+    """
+    path = Path(path)
+    if not path.exists():
+        return Scan([], 0)
+    with _locked(path, os.O_RDONLY, fcntl.LOCK_SH) as fd:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    lines = b"".join(chunks).split(b"\n")
+    tail = lines.pop()  # after the last newline: empty, or an unfinished line
+    parsed: list[tuple[int, Any]] = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            parsed.append((number, json.loads(raw)))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            parsed.append((number, NOT_JSON))
+    return Scan(parsed, len(tail) if tail.strip() else 0)
+
+
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read the complete rows of a ``rows.jsonl`` file (or of a run directory).
+    """Read the complete rows of a ``rows.jsonl`` file (or of a run directory), unvalidated.
 
     Lines that are not complete JSON objects with a string ``"key"`` (e.g. a line cut by
     ``kill -9``) are skipped with a logged warning; for duplicate keys the first row wins.
+    ``run`` and ``report`` read through :func:`normonly.experiments.rowcheck.load_rows`
+    instead, which also checks every row against the config's trials and the row schema.
 
     Parameters
     ----------
@@ -205,25 +329,13 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
         path = path / ROWS_FILE
-    if not path.exists():
-        return []
-    with _locked(path, os.O_RDONLY, fcntl.LOCK_SH) as fd:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-    data = b"".join(chunks)
-    lines = data.split(b"\n")
-    tail = lines.pop()  # after the last newline: empty, or an unfinished line
-    if tail.strip():
-        logger.warning("%s: ignoring an unfinished last line (%d bytes)", path, len(tail))
+    scan = scan_rows(path)
+    if scan.torn_bytes:
+        logger.warning("%s: ignoring an unfinished last line (%d bytes)", path, scan.torn_bytes)
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+    for number, row in scan.lines:
+        if row is NOT_JSON:
             logger.warning("%s:%d: skipping a line that is not valid JSON", path, number)
             continue
         if not isinstance(row, dict) or not isinstance(row.get("key"), str):
@@ -235,54 +347,3 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         seen.add(row["key"])
         rows.append(row)
     return rows
-
-
-# --- bookkeeping fields added to every row -------------------------------------------------------
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-@functools.cache
-def _git_commit() -> str:
-    """The commit of the repository this package is imported from, or ``"unknown"``."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "--show-toplevel", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if len(out) != 2 or not (Path(out[0]) / "src" / "normonly").is_dir():
-        return "unknown"  # some other repository happens to contain the install
-    return out[1]
-
-
-@functools.cache
-def static_metadata() -> dict[str, str]:
-    """Versions and commit, computed once in the process that launches the sweep."""
-    return {
-        "normonly_version": _version("normonly"),
-        "torch_version": _version("torch"),
-        "numpy_version": _version("numpy"),
-        "git_commit": _git_commit(),
-    }
-
-
-def device_name() -> str:
-    """The CUDA device name if the trial imported torch and CUDA is available, else ``cpu``."""
-    torch = sys.modules.get("torch")  # a trial that never imported torch ran on the CPU
-    try:
-        if torch is not None and torch.cuda.is_available():
-            return str(torch.cuda.get_device_name(0))
-    except Exception:  # noqa: BLE001 - a broken CUDA setup still means "cpu" for bookkeeping
-        pass
-    return "cpu"
