@@ -378,3 +378,46 @@ def test_cli_domain_activation_and_data(tmp_path, capsys):
     code, _, err = run_cli(capsys, "reconstruct", relu_bare, "--out", net_path, "--radius", "1",
                            "--activation", "relu", "--overparam", "2")  # fmt: skip
     assert code == 0, err
+
+
+def test_cli_talks_plainly(tmp_path, capsys):
+    import logging
+
+    from normonly.cli import build_parser
+    from normonly.experiments.progress import progress
+
+    code, _, err = run_cli(capsys, "report", tmp_path)  # no rows: say so, exit 2
+    assert code == 2 and "no results in" in err
+    p = build_parser()
+    sub = next(a for a in p._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, sp in sub.choices.items():
+        for act in sp._actions:
+            assert act.help or act.dest == "help", (name, act.option_strings)
+    assert "``" not in p.format_help()
+    # not a terminal: plain progress lines on a timer, also while a trial runs
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    log = logging.getLogger("normonly")
+    old_level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        bar = progress(10, 2, "E9", True, every=0.05)
+        time.sleep(0.2)
+        bar.update(3)
+        bar.close()
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+    lines = [m for m in records if m.startswith("E9:")]
+    assert len(lines) >= 3 and lines[-1].startswith("E9: 5/10 trials") and "ETA" in lines[-1]
+
+
+def test_list_does_not_import_torch():
+    code = (
+        "import sys; from normonly.cli import main; main(['list']); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("False"), out.stdout[-200:]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
 
 __all__ = [
     "check_radius",
@@ -82,6 +85,8 @@ def check_int(name: str, value: object, *, minimum: int, maximum: int | None = N
 
 def check_finite(name: str, t: torch.Tensor) -> None:
     """Raise ValueError if ``t`` holds NaN or Inf, saying where."""
+    import torch
+
     if not torch.isfinite(t).all():
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(
@@ -92,6 +97,8 @@ def check_finite(name: str, t: torch.Tensor) -> None:
 
 def check_device(device: object) -> torch.device:
     """Return ``device`` as a ``torch.device`` that exists on this machine."""
+    import torch
+
     try:
         dev = torch.device(device)  # type: ignore[arg-type]
     except (RuntimeError, TypeError):
@@ -128,6 +135,7 @@ def check_data(data: object, d_in: int, name: str = "data") -> torch.Tensor:
         Wrong shape, no rows, or non-finite entries.
     """
     import numpy as np
+    import torch
 
     if isinstance(data, torch.Tensor):
         t = data.detach()
@@ -164,6 +172,7 @@ DATA_MARGIN = 0.01
 
 def radius_from_data(data: torch.Tensor) -> float:
     """The certified radius for ``data``: its largest row norm times ``1 + DATA_MARGIN``."""
+
     r = float(data.norm(dim=1).max()) * (1.0 + DATA_MARGIN)
     if r == 0.0:
         raise ValueError(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import torch
-
 from normonly._checks import check_int
 
 __all__ = ["limit_threads"]
@@ -20,6 +18,8 @@ def limit_threads(n: int = 1) -> Iterator[None]:
     per process was several times faster than two competing ones (measured 5 ms vs 240 ms per
     small-MLP step under load), and sweeps get their parallelism from worker processes.
     """
+    import torch  # here, not at import: `normonly list` and `--help` stay torch-free
+
     previous = torch.get_num_threads()
     torch.set_num_threads(check_int("n", n, minimum=1))
     try:

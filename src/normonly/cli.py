@@ -12,6 +12,7 @@ import importlib.metadata
 import logging
 import os
 import sys
+from pathlib import Path
 
 # Before torch is imported: idle OpenMP threads sleep instead of spinning, which on a shared
 # 2-core machine made solves 2x slower (benchmarks/README.md).
@@ -158,6 +159,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from normonly.experiments.report import write_report
 
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results directory {root} does not exist")
+    if not any(p.stat().st_size for p in root.glob("*/*/rows.jsonl")):
+        raise ValueError(
+            f"no results in {root}: no experiment directory there holds rows; run "
+            f"`normonly run EX --out {root}` or `normonly reproduce --out {root}` first"
+        )
     print(f"report written to {write_report(args.dir)}")
     return 0
 
@@ -221,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="only print warnings and errors",
     )
-    parser = _Parser(prog="normonly", parents=[common], description=__doc__.split("\n")[0])
+    description = __doc__.split("\n")[0].replace("``", "")
+    parser = _Parser(prog="normonly", parents=[common], description=description)
     parser.add_argument("--version", action="version", version=f"normonly {_version()}")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
@@ -259,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("reconstruct", "build a norm-only network that reproduces a target MLP exactly")
     p.add_argument("target", help="target MLP (.safetensors, or .onnx: Gemm/MatMul+Add and Relu)")
     p.add_argument("--out", required=True, help="where to save the network (.safetensors)")
-    p.add_argument("--method", choices=("wide", "residual"), default="wide")
+    p.add_argument("--method", choices=("wide", "residual"), default="wide",
+                   help="wide (Theorem 1) or residual (Theorem 2, skip connections; default wide)")
     p.add_argument("--radius", type=float, default=None,
                    help="input radius R: exactness on ||x|| <= R (this or --data is required)")
     p.add_argument("--data", default=None,
@@ -271,9 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="width factor >= 1 (default: 1; 2 is better conditioned)")
     p.add_argument("--k", type=int, default=None, help="partition size (residual method)")
     p.add_argument("--density", type=float, default=1.0, help="kept fraction of frozen weights")
-    p.add_argument("--norm", choices=("batchnorm", "affine"), default="batchnorm")
+    p.add_argument("--norm", choices=("batchnorm", "affine"), default="batchnorm",
+                   help="BatchNorm1d in eval mode, or a plain per-unit affine map")
     p.add_argument("--uniform-width", action="store_true", help="same width in every layer")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the frozen random weights")
     p.add_argument("--json", action="store_true", help="print the certificate as JSON")
     p.set_defaults(func=cmd_reconstruct)
 
@@ -289,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=None,
                    help="pass iff the proven bound <= rtol x output scale (default 1e-9)")
     p.add_argument("--n-points", type=_positive_int, default=None, help="test points")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the measured points")
     p.add_argument("--json", action="store_true", help="print the certificate as JSON")
     p.set_defaults(func=cmd_verify)
 

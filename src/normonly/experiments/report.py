@@ -221,7 +221,7 @@ def write_report(out_dir: str | os.PathLike[str]) -> Path:
         atomic_write_text(path, "\n".join(header + sections))
     except OSError as exc:
         raise store.StoreError(f"cannot write {path}: {exc.strerror or exc}", path=path) from exc
-    logger.info("report written to %s", path)
+    logger.debug("report written to %s", path)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ReportError(f"{errors[0]}{more}; {path} was written with the failure noted")

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Generator, Iterable
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from typing import Any
 from normonly.experiments import registry, rowcheck, rundir, store
 from normonly.experiments.base import Experiment, ExperimentConfig, draw_figures
 from normonly.experiments.pool import Terminated, run_pool, signals_stop_run
+from normonly.experiments.progress import progress as progress_reporter
 from normonly.experiments.report import write_report
 
 __all__ = ["TrialsFailed", "reproduce", "run_experiment"]
@@ -94,13 +94,6 @@ def _error_text(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)  # Ray wraps the trial's exception
     exc = cause if isinstance(cause, BaseException) else exc
     return " ".join(f"{type(exc).__name__}: {exc}".split())
-
-
-def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    disable = not (enabled and sys.stderr.isatty())
-    return tqdm(total=total, initial=initial, desc=desc, unit="trial", disable=disable)
 
 
 def _run_local(
@@ -201,7 +194,7 @@ def _sweep(
         results = _run_local(exp, config, todo, jobs, meta)
     specs = rowcheck.trial_specs(trials)
     extra = rowcheck.RESULT_TYPES.get(exp.name, {})
-    bar = _progress(len(trials), len(trials) - len(todo), exp.name, progress)
+    bar = progress_reporter(len(trials), len(trials) - len(todo), exp.name, progress)
     with contextlib.closing(results), bar:
         for trial, row, error in results:
             problem = None if row is None else rowcheck.check_row(_jsonable(row), specs, extra)
@@ -260,7 +253,7 @@ def run_experiment(
     ray_address : str, optional
         Address of an existing Ray cluster (``backend="ray"`` only).
     progress : bool, default True
-        Show a tqdm bar (only on a terminal).
+        Show progress: a tqdm bar on a terminal, a line at least every 10 s otherwise.
     profile : str, optional
         Label stored in ``config.json``; inferred ("quick", "full" or "custom") if omitted.
 
