@@ -35,12 +35,12 @@ def _probability_figure(cfg, cs: dict, outdir: Path, plt) -> Path:
 
     ds = sorted({d for d, _ in cs})
     colors = {q: f"C{i}" for i, q in enumerate(sorted({q for _, q in cs}))}  # same q, same color
-    ncol = min(4, len(ds))
+    ncol = min(2, len(ds))
     nrow = math.ceil(len(ds) / ncol)
     fig, axes = plt.subplots(
         nrow,
         ncol,
-        figsize=(3.4 * ncol, 2.8 * nrow),
+        figsize=(6.0 * ncol, 4.2 * nrow),
         squeeze=False,
         sharey=True,
         layout="constrained",
@@ -59,11 +59,11 @@ def _probability_figure(cfg, cs: dict, outdir: Path, plt) -> Path:
         ax.axhline(cfg.level, color="gray", lw=0.5)
         ax.set(xscale="log", title=f"d = {d}", xlabel="density p (kept fraction)")
         ax.set_ylim(-0.03, 1.03)
+        ax.legend(fontsize=7, loc="lower right", title=f"d = {d}", title_fontsize=7)
     for ax in axes[:, 0]:
         ax.set_ylabel("P(K full row rank)")
     for ax in list(axes.flat)[len(ds) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6, loc="upper left")
     draws = max(c["draws"] for c in cs.values())
     fig.suptitle(f"E3: P(full rank) vs density, exact rank, {draws} draws (95% Wilson bands)")
     return save_figure(fig, outdir / "e3_full_rank_vs_density.png")
@@ -71,8 +71,9 @@ def _probability_figure(cfg, cs: dict, outdir: Path, plt) -> Path:
 
 def _threshold_figure(cfg, rows: list[dict], cs: dict, outdir: Path, plt) -> Path:
     fits = law_fits(rows, cfg.level)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
-    d_all = np.array(sorted({d for d, _ in cs}), dtype=float)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5), layout="constrained")
+    d_all = np.geomspace(min(d for d, _ in cs), max(d for d, _ in cs), 50)
+    q_index = {q: i for i, q in enumerate(sorted({q for _, q in cs}))}
     for q in sorted({q for _, q in cs}):
         pts = []
         for (d, qq), c in sorted(cs.items()):
@@ -83,23 +84,27 @@ def _threshold_figure(cfg, rows: list[dict], cs: dict, outdir: Path, plt) -> Pat
         if not pts:
             continue
         x, y, e_lo, e_hi = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
-        label = f"m = {q}·d²"
+        label, col = f"m = {q}·d² (p*, 95% Wilson)", f"C{q_index[q]}"
         if q in fits:
             f = fits[q]
-            label += f" (fitted slope {f['slope']:.2f})"
-            xs = np.array([x.min(), x.max()])
-            ax.plot(xs, np.exp(f["intercept"]) * xs ** f["slope"], lw=0.8, color="gray")
-        ax.errorbar(x, y, yerr=np.abs([e_lo, e_hi]), fmt="o", ms=4, capsize=2, label=label)
+            lo, hi = f["slope_ci"]
+            xs = np.geomspace(x.min(), x.max(), 50)
+            fit = np.minimum(1.0, np.exp(f["intercept"]) * xs ** f["slope"])
+            fit_label = f"m = {q}·d²: free fit, slope {f['slope']:.2f} ({lo:.2f}–{hi:.2f})"
+            ax.plot(xs, fit, lw=0.8, color=col, alpha=0.6, label=fit_label)
+        yerr = np.abs([e_lo, e_hi])
+        ax.errorbar(x, y, yerr=yerr, fmt="o", ms=4, capsize=2, color=col, label=label)
     for name, law in LAWS.items():
-        ax.plot(d_all, [law(d) for d in d_all], "k", ls=_LAW_STYLE[name], lw=1, label=name)
+        ys = [law(d) for d in d_all]
+        ax.plot(d_all, ys, "k", ls=_LAW_STYLE[name], lw=1, label=f"{name} as stated")
     ax.set(
         xscale="log",
         yscale="log",
         xlabel="target width d",
         ylabel=f"threshold p* where P(full rank) = {cfg.level:g}",
-        title="E3: sparsity threshold vs width (bars: 95% Wilson; gray: least-squares fits)",
+        title="E3: sparsity threshold vs width (bars: 95% Wilson; lines: weighted fits, ≤ 1)",
     )
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     return save_figure(fig, outdir / "e3_threshold_vs_width.png")
 
 

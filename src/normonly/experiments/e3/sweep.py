@@ -152,9 +152,7 @@ def _run_recon(cfg: E3Config, trial: dict) -> dict:
     target = TargetMLP.random([d, d, d], seed=s)
     row: dict = {"target_params": target.num_parameters()}
     try:  # the runner gives each trial one intra-op thread
-        rec = reconstruct(
-            target, radius=1.0, density=p, overparam=q, seed=s, n_points=cfg.n_points
-        )
+        rec = reconstruct(target, radius=1.0, density=p, overparam=q, seed=s, n_points=cfg.n_points)
     except RankDeficientError as e:  # the construction refused: no network, a message
         widths = wide_widths(target, overparam=q, width=None, uniform_width=False)
         counts = NormNet(widths, density=p, seed=s).parameter_counts()
