@@ -19,7 +19,8 @@ def test_e1_tiny_sweep_is_exact(tmp_path):
     for p in E1.figures(cfg, rows, tmp_path):
         assert p.read_bytes().startswith(PNG)
     table, sentence = E1.summarize(cfg, rows)
-    assert "| width |" in table and "8 of 8" in sentence
+    assert "| width | depth |" in table and "8 of 8" in sentence
+    assert all(r["cond2_method"] == "svd" and r["cond2"] >= 1 for r in rows)
 
 
 def test_e5_rank_is_min_m_n_and_exact_only_from_n(tmp_path):
@@ -31,4 +32,4 @@ def test_e5_rank_is_min_m_n_and_exact_only_from_n(tmp_path):
     assert rows[0]["max_rel_error"] > 1e-3
     assert E5.figures(cfg, rows, tmp_path)[0].read_bytes().startswith(PNG)
     table, sentence = E5.summarize(cfg, rows)
-    assert "no trial is exact" in sentence
+    assert "none is exact" in sentence and "sharp step between m = 3 and 6" in sentence

@@ -65,12 +65,12 @@ def test_figures_and_summary_come_from_the_rows(tiny, tmp_path):
     cfg, rows = tiny
     table, sentence = E2.summarize(cfg, rows)
     assert "| target | k | R |" in table and table.count("\n") == len(rows) + 1
-    assert sentence.startswith(f"{len(rows)} of {len(rows)} residual reconstructions passed")
-    assert "4-4-3: hidden width 16 → 4, depth 2 → 8 blocks" in sentence
+    assert f": {len(rows)} of {len(rows)} residual reconstructions passed" in sentence
+    assert "4-4-3 (k = 4 to 1): hidden width 16 → 4, depth 2 → 8 blocks" in sentence
     # a failed row must show up in the sentence and the figure (marked, not hidden)
     broken = [dict(rows[0], passed=False, max_rel_error=0.5)] + rows[1:]
     _, sentence = E2.summarize(cfg, broken)
-    assert sentence.startswith(f"{len(rows) - 1} of {len(rows)}") and "worst 5.0e-01" in sentence
+    assert f": {len(rows) - 1} of {len(rows)} residual" in sentence and "5.0e-01" in sentence
     paths = E2.figures(cfg, broken, tmp_path)  # exact and not-exact markers both drawn
     assert len(paths) == 2 and all(p.read_bytes().startswith(PNG) for p in paths)
 

@@ -73,7 +73,8 @@ def test_tiny_digits_trials_rows_table_figure(tmp_path):
         assert r["data_seed"] == 0 and r["dtype"] == "float64"
     table, sentence = summarize(cfg, rows)
     assert "64→8→10" in table and "100.00%" in table
-    assert sentence.startswith("In 2 of 2 reconstructions")
+    assert "equals the original's in 2 of 2" in sentence
+    assert "2 of 2 certificates passed" in sentence
     (path,) = figures(cfg, rows, tmp_path)
     assert path.read_bytes().startswith(PNG)
 

@@ -65,3 +65,25 @@ def log_ticks(ax, values: Iterable[float], axis: str = "x") -> None:
     a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     a.set_minor_formatter(NullFormatter())
     (ax.set_xticks if axis == "x" else ax.set_yticks)(sorted(set(values)))
+
+
+def profile_name(cfg: Any) -> str:
+    """``"quick"``/``"full"`` when the config is that preset, else ``"custom"``."""
+    for name in ("quick", "full"):
+        if cfg == getattr(type(cfg), name)():
+            return name
+    return "custom"
+
+
+def value_range(values: Sequence[float], form: str = "{:.3g}") -> str:
+    """``"A–B"``, or ``"A"`` when both ends print the same."""
+    lo, hi = form.format(min(values)), form.format(max(values))
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def spread(values: Sequence[float], form: str = "{:.1e}") -> str:
+    """``"median M, range A–B"``, or ``"A in every trial"`` when all print the same."""
+    lo, hi = form.format(min(values)), form.format(max(values))
+    if lo == hi:
+        return f"{lo} in every trial"
+    return f"median {form.format(statistics.median(values))}, range {lo}–{hi}"

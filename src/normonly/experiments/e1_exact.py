@@ -15,7 +15,16 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from normonly.experiments._common import group, log_ticks, md_table, median, pyplot
+from normonly.experiments._common import (
+    group,
+    log_ticks,
+    md_table,
+    median,
+    profile_name,
+    pyplot,
+    spread,
+    value_range,
+)
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
 from normonly.experiments.rows import certificate_row
 
@@ -72,12 +81,56 @@ def run_trial(cfg: E1Config, trial: dict) -> dict:
         target, radius=cfg.radius, overparam=trial["overparam"], norm=cfg.norm, seed=seed,
         n_points=cfg.n_points, verify_seed=seed,
     )  # fmt: skip
+    row = certificate_row(rec.certificate)
+    cond2, method = _cond2(rec.net, target, row)
     return {
         **trial,
-        **certificate_row(rec.certificate),
+        **row,
+        "cond2": cond2,
+        "cond2_method": method,
         "total_time_s": rec.wall_time_s,
         "target_params": target.num_parameters(),
     }
+
+
+#: Largest Khatri-Rao matrix K (entries) whose 2-norm condition E1 computes by SVD (16 MiB).
+COND2_MAX_ENTRIES = 1 << 21
+
+#: What each solver reports as ``cond`` (see :class:`normonly.linalg.solve.SolveInfo`).
+_ESTIMATORS = {
+    "svd": "2-norm (SVD)",
+    "lu": "LAPACK 1-norm estimate",
+    "qr": "LAPACK 1-norm estimate",
+    "cg": "Ritz estimate",
+    "mixed": "Ritz estimate",
+    "lsqr": "LSQR estimate",
+}
+
+
+def _cond2(net, target, row: dict) -> tuple[float, str]:
+    """Worst 2-norm condition number of the layers' Khatri-Rao matrices K, and how it was got.
+
+    Each K (``d_out*d_in`` x m) is formed and its singular values computed when it has at most
+    :data:`COND2_MAX_ENTRIES` entries (``"svd"``); otherwise the solver's own estimate
+    ``max_cond`` is returned, named (``"estimated: ..."``).
+    """
+    import torch
+
+    from normonly.linalg.khatri_rao import khatri_rao
+
+    worst = 0.0
+    for l, W in enumerate(target.weights):
+        d_out, d_in = W.shape
+        B = net.weight(2 * l)[:, :d_in]
+        A = net.weight(2 * l + 1)[:d_out]
+        if d_out * d_in * B.shape[0] > COND2_MAX_ENTRIES:
+            kinds = sorted({_ESTIMATORS.get(s, s) for s in row.get("solvers", [])})
+            return float(row["max_cond"]), "estimated: " + ", ".join(kinds or ["solver's"])
+        K = khatri_rao(A.to(torch.float64), B.to(torch.float64))  # (d_out*d_in, m), m >= n
+        s = torch.linalg.svdvals(K.T.contiguous())  # tall copy: same values, several x faster
+        c = float(s[0] / s[-1]) if float(s[-1]) > 0 else math.inf
+        worst = max(worst, c)
+    return worst, "svd"
 
 
 def figures(cfg: E1Config, rows: list[dict], outdir: Path) -> list[Path]:
@@ -101,10 +154,10 @@ def figures(cfg: E1Config, rows: list[dict], outdir: Path) -> list[Path]:
     ax = axes[1]
     for (d,), rs in group(rows, "width").items():
         pts = group(rs, "overparam")
-        ax.plot([o for (o,) in pts], [median(g, "max_cond") for g in pts.values()], "s-",
+        ax.plot([o for (o,) in pts], [median(g, _cond) for g in pts.values()], "s-",
                 label=f"width {d}")  # fmt: skip
     ax.set(yscale="log", xlabel="overparam (wide width / d_in·d_out)",
-           ylabel="condition estimate of K (median, worst layer)",
+           ylabel="condition number of K (median, worst layer)",
            title="Conditioning vs overparameterization")  # fmt: skip
     ax.legend(fontsize=8)
     fig.suptitle(f"E1: wide construction, radius {cfg.radius:g}, {cfg.n_points} points, float64")
@@ -124,48 +177,114 @@ def figures(cfg: E1Config, rows: list[dict], outdir: Path) -> list[Path]:
 
 
 def summarize(cfg: E1Config, rows: list[dict]) -> tuple[str, str]:
+    kinds = sorted({_cond_kind(r) for r in rows})
     table = md_table(
-        ["width", "overparam", "trials", "max rel error", "max proven bound (rel)", "median cond",
-         "solve s", "passed"],
+        ["width", "depth", "overparam", "trials", "max rel error", "max proven bound (rel)",
+         f"median cond of K ({'; '.join(kinds) or '2-norm (SVD)'})", "solve s", "passed"],
         [
-            (d, o, len(g), max(r["max_rel_error"] for r in g), max(_bound_rel(r) for r in g),
-             median(g, "max_cond"), median(g, "construct_time_s"),
+            (d, L, o, len(g), max(r["max_rel_error"] for r in g), max(_bound_rel(r) for r in g),
+             median(g, _cond), median(g, "construct_time_s"),
              f"{sum(r['passed'] for r in g)}/{len(g)}")
-            for (d, o), g in group(rows, "width", "overparam").items()
+            for (d, L, o), g in group(rows, "width", "depth", "overparam").items()
         ],
     )  # fmt: skip
-    worst = max(rows, key=lambda r: r["max_rel_error"])
+    if not rows:
+        return table, "E1 has no rows yet."
+    n = len(rows)
     passed = sum(r["passed"] for r in rows)
-    five = [r for r in rows if r["width"] == 5]
-    conds = group(rows, "overparam")
-    lo, hi = min(conds), max(conds)
-    bounded = [r for r in rows if math.isfinite(_bound_rel(r))]
-    worst_bound = max(bounded, key=_bound_rel) if bounded else None
-    sentence = (
-        f"{passed} of {len(rows)} reconstructions passed their certificate (a proven bound on "
-        f"the error over the whole ball <= {rows[0].get('tolerance', float('nan')):g} x the "
-        f"output scale, float64)"
-        + (
-            f"; the largest proven relative bound was {_bound_rel(worst_bound):.1e} (width "
-            f"{worst_bound['width']}, depth {worst_bound['depth']}, overparam "
-            f"{worst_bound['overparam']:g}, {len(bounded)} trials with a bound)"
-            if worst_bound is not None
-            else ""
-        )
-        + f"; the worst measured relative error was {worst['max_rel_error']:.1e} (width "
-        f"{worst['width']}, depth "
-        f"{worst['depth']}, overparam {worst['overparam']:g})"
-        + (
-            f", the width-5 targets reached {max(r['max_rel_error'] for r in five):.1e}"
-            if five
-            else ""
-        )
-        + f", and the median condition number fell from {median(conds[lo], 'max_cond'):.3g} at "
-        f"overparam {lo[0]:g} to {median(conds[hi], 'max_cond'):.3g} at overparam {hi[0]:g} "
-        "(square systems report LAPACK's 1-norm estimate, 7-23x the 2-norm value "
-        "in 10 checked draws)."
+    failed = [r["key"] for r in rows if not r["passed"]]
+    tols = sorted({r["tolerance"] for r in rows})
+    verdict = (
+        f"{passed} of {n} reconstructions passed their certificate (a proven bound on the error "
+        f"over the whole ball <= {_values(tols, '{:g}')} x the output scale)"
+        + (f"; not passed: {_keys(failed)}" if failed else "")
     )
+    bounded = [r for r in rows if math.isfinite(_bound_rel(r))]
+    if bounded:
+        worst_b = max(bounded, key=_bound_rel)
+        bound = (
+            f"; the proven relative bound was {spread([_bound_rel(r) for r in bounded])} over "
+            f"the {len(bounded)} trials with a bound (largest at {_where(worst_b)})"
+        )
+    else:
+        bound = "; no trial has a proven bound"
+    worst = max(rows, key=lambda r: r["max_rel_error"])
+    measured = (
+        f"; the measured relative error was {spread([r['max_rel_error'] for r in rows])} "
+        f"(largest at {_where(worst)})"
+    )
+    by_o = group(rows, "overparam")
+    (lo,), (hi,) = min(by_o), max(by_o)
+    c_lo, c_hi = median(by_o[(lo,)], _cond), median(by_o[(hi,)], _cond)
+    k_lo, k_hi = (
+        "; ".join(sorted({_cond_kind(r) for r in by_o[o]})) for o in (min(by_o), max(by_o))
+    )
+    if lo == hi:
+        cond = f"; the median condition number of K ({k_lo}) was {c_lo:.3g} at overparam {lo:g}"
+    elif k_lo == k_hi:
+        cond = (
+            f"; the median condition number of K ({k_lo}) {_change(c_lo, c_hi, '{:.3g}')} from "
+            f"overparam {lo:g} to {hi:g} (all trials: {value_range([_cond(r) for r in rows])})"
+        )
+    else:  # different estimators at the two ends: say which number is which
+        cond = (
+            f"; the median condition number of K was {c_lo:.3g} at overparam {lo:g} ({k_lo}) "
+            f"and {c_hi:.3g} at overparam {hi:g} ({k_hi})"
+        )
+    sentence = f"{_setting(cfg, rows)}: {verdict}{bound}{measured}{cond}."
     return table, sentence
+
+
+
+
+def _setting(cfg: E1Config, rows: list[dict]) -> str:
+    """What was run, read from the rows (the config only names the profile)."""
+    ints = lambda key: ", ".join(str(v) for v in sorted({r[key] for r in rows}))  # noqa: E731
+    return (
+        f"{len(rows)} trials ({profile_name(cfg)} profile; widths {ints('width')}, depths "
+        f"{ints('depth')}, overparams {_values(sorted({r['overparam'] for r in rows}), '{:g}')}, "
+        f"seeds {ints('seed')}; {_values(sorted({r['n_points'] for r in rows}), '{}')} points "
+        f"in the ball of radius {_values(sorted({r['radius'] for r in rows}), '{:g}')}, "
+        f"{_values(sorted({r['dtype'] for r in rows}), '{}')})"
+    )
+
+
+def _cond(row: dict) -> float:
+    """The 2-norm condition of K when the row has it, else the solver's estimate."""
+    return float(row["cond2"]) if "cond2" in row else float(row["max_cond"])
+
+
+def _cond_kind(row: dict) -> str:
+    """What :func:`_cond` of this row is."""
+    if "cond2" in row:
+        method = str(row.get("cond2_method", "svd"))
+        return "2-norm (SVD)" if method == "svd" else method
+    kinds = [f"{s}: {_ESTIMATORS.get(s, 'its estimate')}" for s in sorted(row["solvers"])]
+    return ", ".join(kinds) or "solver's estimate"
+
+
+def _where(row: dict) -> str:
+    return f"width {row['width']}, depth {row['depth']}, overparam {row['overparam']:g}"
+
+
+def _keys(keys: list[str], limit: int = 4) -> str:
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def _values(values: list, form: str) -> str:
+    return ", ".join(form.format(v) for v in values)
+
+
+
+
+
+
+def _change(a: float, b: float, form: str) -> str:
+    fa, fb = form.format(a), form.format(b)
+    if fa == fb:
+        return f"stayed at {fa}"
+    return f"{'fell' if b < a else 'rose'} from {fa} to {fb}"
 
 
 def _bound_rel(row: dict) -> float:

@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from normonly._threads import limit_threads
-from normonly.experiments._common import group, log_ticks, md_table, median, pyplot
+from normonly.experiments._common import (
+    group,
+    log_ticks,
+    md_table,
+    median,
+    profile_name,
+    pyplot,
+    spread,
+)
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
 from normonly.experiments.rows import certificate_row
 
@@ -211,24 +219,58 @@ def summarize(cfg: E2Config, rows: list[dict]) -> tuple[str, str]:
     )  # fmt: skip
     if not rows:
         return table, "E2 has no rows yet."
+    n = len(rows)
     worst = max(rows, key=lambda r: r["max_rel_error"])
     passed = sum(r["passed"] for r in rows)
-    below = sum(r["max_rel_error"] <= 1e-9 for r in rows)
+    failed = [r["key"] for r in rows if not r["passed"]]
+    tol = max(r["tolerance"] for r in rows)
+    below = sum(r["max_rel_error"] <= tol for r in rows)
     trade = []
     for (t,), rs in group(rows, "target").items():
         by_k = group(rs, "k")
-        hi, lo = by_k[max(by_k)][0], by_k[min(by_k)][0]
+        (k_hi,), (k_lo,) = max(by_k), min(by_k)
+        if k_hi == k_lo:
+            trade.append(f"{t}: only k = {k_hi} was run")
+            continue
+        hi, lo = by_k[(k_hi,)][0], by_k[(k_lo,)][0]
+        c = {key: _change(hi[key], lo[key]) for key in ("hidden_width", "n_blocks", "frozen")}
         trade.append(
-            f"{t}: hidden width {hi['hidden_width']} → {lo['hidden_width']}, depth "
-            f"{hi['n_blocks']} → {lo['n_blocks']} blocks, frozen {hi['frozen']} → {lo['frozen']}"
+            f"{t} (k = {k_hi} to {k_lo}): hidden width {c['hidden_width']}, depth "
+            f"{c['n_blocks']} blocks, frozen parameters {c['frozen']}, trainable "
+            f"{_change(hi['trainable'], lo['trainable'])}"
         )
+
+    def ints(key: str, form: str = "{}") -> str:
+        return ", ".join(form.format(v) for v in sorted({r[key] for r in rows}))
+
+    setting = (
+        f"{n} trials ({profile_name(cfg)} profile; targets {ints('target')}, every partition "
+        f"size k from d_in down to 1, radii R = {ints('radius', '{:g}')}, seeds {ints('seed')}, "
+        f"overparam {ints('overparam', '{:g}')}; {ints('n_points')} points, {ints('dtype')})"
+    )
     sentence = (
-        f"{passed} of {len(rows)} residual reconstructions passed their certificate and {below} "
-        f"had max relative error ≤ 1e-9 (worst {worst['max_rel_error']:.1e}: target "
-        f"{worst['target']}, k={worst['k']}, R={worst['radius']:g}, "
-        f"{worst['n_points']} points); from k = d_in to k = 1 " + "; ".join(trade) + "."
+        f"{setting}: {passed} of {n} residual reconstructions passed their certificate (a "
+        f"proven bound <= {tol:g} x the output scale)"
+        + (
+            f" (not passed: {', '.join(failed[:4])}{' and more' if len(failed) > 4 else ''})"
+            if failed
+            else ""
+        )
+        + f" and {below} of {n} had a measured "
+        f"max relative error <= {tol:g}; the max relative error was "
+        f"{spread([r['max_rel_error'] for r in rows])} (largest at target {worst['target']}, "
+        f"k = {worst['k']}, R = {worst['radius']:g}); " + "; ".join(trade) + "."
     )
     return table, sentence
+
+
+
+
+def _change(a: int, b: int) -> str:
+    """``"64 → 8"``, or ``"unchanged at 64"`` for equal counts."""
+    return f"unchanged at {a}" if a == b else f"{a} → {b}"
+
+
 
 
 EXPERIMENT = Experiment(

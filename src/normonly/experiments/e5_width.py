@@ -20,7 +20,15 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from normonly.experiments._common import group, md_table, median, pyplot
+from normonly.experiments._common import (
+    group,
+    md_table,
+    median,
+    profile_name,
+    pyplot,
+    spread,
+    value_range,
+)
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
 from normonly.experiments.rows import certificate_row
 
@@ -141,19 +149,71 @@ def summarize(cfg: E5Config, rows: list[dict]) -> tuple[str, str]:
             for (s, m), g in group(rows, "shape", "m").items()
         ],
     )  # fmt: skip
-    ratio = median(rows, lambda r: r["n"] / max(1, r["counting_bound_m"]))
+    if not rows:
+        return table, "E5 has no rows yet."
     below = [r for r in rows if r["m"] < r["n"]]
     above = [r for r in rows if r["m"] >= r["n"]]
-    sentence = (
-        f"Below m = d_in·d_out the rank of K equals m in "
-        f"{sum(r['rank'] == r['m'] for r in below)}/{len(below)} trials and no trial is exact "
-        f"(smallest error {min((r['max_rel_error'] for r in below), default=float('nan')):.1e}); "
-        f"from m = d_in·d_out on, {sum(_passed(r) for r in above)}/{len(above)} trials are exact "
-        f"(worst error {max((r['max_rel_error'] for r in above), default=float('nan')):.1e}): "
-        f"the construction's threshold is sharp, {ratio:.2g}x "
-        "the counting lower bound on m (median over shapes)."
+    parts = []
+    if below:
+        exact_below = sum(_passed(r) for r in below)
+        parts.append(
+            f"below m = d_in·d_out the rank of K equals m in "
+            f"{sum(r['rank'] == r['m'] for r in below)} of {len(below)} trials and "
+            + ("none is exact" if not exact_below else f"{exact_below} of {len(below)} are exact")
+            + f" (max relative error {spread([r['max_rel_error'] for r in below])})"
+        )
+    if above:
+        exact_above = sum(_passed(r) for r in above)
+        parts.append(
+            f"from m = d_in·d_out on, {exact_above} of {len(above)} trials are exact (max relative "
+            f"error {spread([r['max_rel_error'] for r in above])})"
+        )
+    thresholds = []
+    for (s,), rs in group(rows, "shape").items():
+        n, bound = rs[0]["n"], rs[0]["counting_bound_m"]
+        by_m = group(rs, "m")
+        ok = {m: all(_passed(r) for r in g) for (m,), g in by_m.items()}
+        none = {m: not any(_passed(r) for r in g) for (m,), g in by_m.items()}
+        ms = sorted(ok)
+        start = next((m for i, m in enumerate(ms) if all(ok[x] for x in ms[i:])), None)
+        if start is None:
+            thresholds.append(f"{s} (n = {n}): no threshold, the widest m = {ms[-1]} is not exact "
+                              "for every seed")  # fmt: skip
+            continue
+        smaller = [m for m in ms if m < start]
+        if not smaller:
+            thresholds.append(f"{s} (n = {n}): exact at every m run (from m = {start}), so the "
+                              "rows do not locate a threshold")  # fmt: skip
+            continue
+        gap = f"between m = {smaller[-1]} and {start}"
+        sharp = all(none[m] for m in smaller)
+        where = "at m = n" if start == n else f"at m = {start} = {start / n:.3g}·n"
+        vs = f", {start / bound:.3g}x the counting bound m ≈ {bound}" if bound > 0 else ""
+        thresholds.append(
+            f"{s} (n = {n}): exact for every seed from m = {start} on ({where}{vs}); "
+            + ("no seed exact below, a sharp step " if sharp else "some seeds exact below, ")
+            + gap
+        )
+    setting = (
+        f"{len(rows)} trials ({profile_name(cfg)} profile; shapes "
+        f"{', '.join(sorted({r['shape'] for r in rows}))}, m/(d_in·d_out) "
+        f"{value_range([r['ratio'] for r in rows], '{:.2g}')}, seeds "
+        f"{', '.join(str(v) for v in sorted({r['seed'] for r in rows}))}; "
+        f"{_values(rows, 'n_points', '{}')} points in the ball of radius "
+        f"{_values(rows, 'radius', '{:g}')}, {_values(rows, 'dtype', '{}')})"
     )
+    sentence = f"{setting}: " + "; ".join(parts) + ". Thresholds: " + "; ".join(thresholds) + "."
     return table, sentence
+
+
+
+
+def _values(rows: list[dict], key: str, form: str) -> str:
+    return ", ".join(form.format(v) for v in sorted({r[key] for r in rows}))
+
+
+
+
 
 
 EXPERIMENT = Experiment(

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from normonly.experiments._common import group, md_table, pyplot
+from normonly.experiments._common import group, md_table, profile_name, pyplot, spread
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
 from normonly.experiments.rows import certificate_row
 
@@ -106,6 +109,7 @@ def _trained(cfg: E7Config, name: str, seed: int) -> tuple[dict[str, torch.Tenso
 
 
 def run_trial(cfg: E7Config, trial: dict) -> dict:
+    import torch
     from safetensors.torch import save_file
 
     from normonly._threads import limit_threads
@@ -203,7 +207,7 @@ def summarize(cfg: E7Config, rows: list[dict]) -> tuple[str, str]:
              f"{g[0]['trainable']} / {g[0]['frozen']}",
              " ".join(f"{100 * r['test_acc_original']:.2f}%" for r in g),
              " ".join(f"{100 * r['test_acc_reconstructed']:.2f}%" for r in g),
-             f"{100 * min(r['identical_predictions'] for r in g):.2f}%",
+             _pct(min(r["identical_predictions"] for r in g)),
              max(r["max_logit_error_test"] for r in g), max(_get(r, "max_abs_error") for r in g),
              max(_get(r, "max_rel_error") for r in g),
              f"{sum(r['passed'] for r in g)}/{len(g)} passed")
@@ -212,20 +216,55 @@ def summarize(cfg: E7Config, rows: list[dict]) -> tuple[str, str]:
     )  # fmt: skip
     if not rows:
         return table, "No E7 trials were run."
+    n = len(rows)
     same_acc = sum(r["test_acc_original"] == r["test_acc_reconstructed"] for r in rows)
-    worst = min(r["identical_predictions"] for r in rows)
-    err = max(r["max_logit_error_test"] for r in rows)
-    ball = max(_get(r, "max_abs_error") for r in rows)
+    gap = max(abs(r["test_acc_original"] - r["test_acc_reconstructed"]) for r in rows)
+    ident = [r["identical_predictions"] for r in rows]
+    passed = sum(r["passed"] for r in rows)
+    acc = (
+        f"the test accuracy of the norm-only network equals the original's in {same_acc} of {n}"
+        + ("" if same_acc == n else f" (largest difference {_pct(gap)} points)")
+    )
+    if all(v == 1.0 for v in ident):
+        same = "every test prediction is identical in every trial"
+    else:
+        same = (
+            f"identical test predictions: {_pct(min(ident))} in the worst trial, median "
+            f"{_pct(statistics.median(ident))}; {sum(v == 1.0 for v in ident)} of {n} trials "
+            "have all predictions identical"
+        )
+    radii = "; ".join(f"{d} R = {g[0]['radius']:.3g}" for (d,), g in group(rows, "dataset").items())
+    setting = (
+        f"{n} trials ({profile_name(cfg)} profile; datasets "
+        f"{', '.join(sorted({r['dataset'] for r in rows}))}; "
+        f"{', '.join(sorted({r['method'] for r in rows}))} construction; seeds "
+        f"{', '.join(str(v) for v in sorted({r['seed'] for r in rows}))}; classifiers trained "
+        f"{cfg.epochs} epochs in float32, rebuilt in "
+        f"{', '.join(sorted({r['dtype'] for r in rows}))}; certificate on "
+        f"{', '.join(str(v) for v in sorted({r['n_points'] for r in rows}))} points of the ball "
+        f"of radius R = the largest data norm: {radii})"
+    )
     sentence = (
-        f"In {same_acc} of {len(rows)} reconstructions of trained classifiers "
-        f"({', '.join(sorted({r['dataset'] for r in rows}))}; "
-        f"{', '.join(sorted({r['method'] for r in rows}))} construction) the test accuracy of "
-        f"the norm-only network equals the original's, at least {100 * worst:.2f}% of test "
-        f"predictions are identical, and the max logit error is {err:.1e} on the test set and "
-        f"{ball:.1e} on points of the ball (float64); "
-        f"{sum(r['passed'] for r in rows)}/{len(rows)} certificates passed."
+        f"{setting}: {acc}; {same}; the max logit error on the test set was "
+        f"{spread([r['max_logit_error_test'] for r in rows])} and on points of the ball "
+        f"{spread([_get(r, 'max_abs_error') for r in rows])}; "
+        f"{passed} of {n} certificates passed."
     )
     return table, sentence
+
+
+
+
+def _pct(fraction: float) -> str:
+    """A fraction in [0, 1] as a percentage that never rounds a shortfall up to 100%."""
+    text = f"{100 * fraction:.2f}%"
+    if fraction < 1 and text == "100.00%":
+        return ">99.99%"
+    if fraction > 0 and text == "0.00%":
+        return "<0.01%"
+    return text
+
+
 
 
 def _get(row: dict, key: str) -> float:

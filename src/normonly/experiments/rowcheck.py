@@ -110,7 +110,12 @@ assert set(CERTIFICATE_KEYS) <= set(ROW_TYPES)
 
 #: Result keys that summaries compute with, per experiment (checked when present).
 RESULT_TYPES: dict[str, dict[str, Check]] = {
-    "E1": {"total_time_s": _finite, "target_params": _int},
+    "E1": {
+        "total_time_s": _finite,
+        "target_params": _int,
+        "cond2": _measured,  # +inf for a singular K
+        "cond2_method": _str,
+    },
     "E5": {
         "rank": _int,
         "n": _int,
