@@ -80,7 +80,9 @@ def test_runner_writes_rows_table_sentence_and_figures(tmp_path):
     rows = run_experiment(EXPERIMENT, TINY, tmp_path, progress=False)
     assert len(rows) == len(trials(TINY)) == 3 * (1 + 7 + 2)
     figs = sorted((tmp_path / "E4").glob("*/figures/*.png"))
-    assert [f.name for f in figs] == ["e4_error_vs_steps.png", "e4_error_vs_time.png", "e4_why.png"]
+    assert [f.name for f in figs] == [
+        "e4_error_vs_steps.png", "e4_error_vs_time.png", "e4_final.png", "e4_why.png"
+    ]  # fmt: skip
     assert all(f.read_bytes().startswith(PNG_MAGIC) for f in figs)
     table, sentence = EXPERIMENT.summarize(TINY, rows)
     for name in ("construction", *FIT_METHODS):
@@ -91,4 +93,30 @@ def test_runner_writes_rows_table_sentence_and_figures(tmp_path):
     sgd = [r for r in rows if r.get("method") == "norm_sgd"]
     med = {lr: sorted(r["val_rel_error"] for r in sgd if r["lr"] == lr)[1] for lr in TINY.sgd_lrs}
     best = min(med, key=med.get)
-    assert f"| norm_sgd | sgd | {best:g} |" in table
+    assert f"| norm_sgd | sgd | 0.01, 0.1 | {best:g} |" in table
+    assert "float64" in sentence and "3 seeds" in sentence
+
+
+def _doctor(rows, method, factor):
+    """Rows with ``method``'s test and validation errors scaled by ``factor``."""
+    out = []
+    for r in rows:
+        if r.get("method") == method:
+            r = {**r, "test_rel_error": r["test_rel_error"] * factor,
+                 "val_rel_error": r["val_rel_error"] * factor}  # fmt: skip
+        out.append(r)
+    return out
+
+
+@pytest.mark.slow
+def test_doctored_rows_change_the_conclusion(tmp_path):
+    from normonly.experiments.e4_gradient import conclusion
+
+    rows = run_experiment(EXPERIMENT, TINY, tmp_path, progress=False)
+    base = conclusion(rows)
+    better = conclusion(_doctor(rows, "last_layer", 1e-6))
+    assert better != base and "best gradient method is last_layer" in better
+    # restarts that end above their start: the optimizer 'drifts away'
+    drift = [{**r, "test_rel_error": 10 * r["start_test_rel_error"]} if r["kind"] == "why"
+             else r for r in rows]  # fmt: skip
+    assert conclusion(drift).count("drifts away") == 2 > base.count("drifts away")

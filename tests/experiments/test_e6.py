@@ -9,14 +9,14 @@ from normonly._threads import limit_threads
 from normonly.data.classifiers import bn_cnn1d, bn_mlp, fit_classifier
 from normonly.data.datasets import Dataset
 from normonly.experiments.e6_bn_sparse import (
-    CIFAR10_RESNET34_BN_ONLY,
     E6Config,
+    cifar_anchor,
     figures,
     run_trial,
     summarize,
     trials,
 )
-from normonly.train.bn_sparse import norm_parameters, select_trainable
+from normonly.train.bn_sparse import norm_parameters, select_trainable, validation_split
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -113,7 +113,7 @@ def test_select_trainable_rejects_unknown_mode():
 def tiny():
     cfg = E6Config(
         models=("digits-mlp",), densities=(1.0, 0.1), modes=("bn", "random", "all"),
-        seeds=(0,), mlp_width=16, epochs=1, batch_size=256,
+        seeds=(0,), mlp_width=16, epochs=1, batch_size=256, adam_lrs=(0.01,), sgd_lrs=(0.1,),
     )  # fmt: skip
     return cfg, [run_trial(cfg, t) for t in trials(cfg)]
 
@@ -125,51 +125,86 @@ def test_tiny_sweep_rows_record_seeds_and_counts(tiny):
     assert {r["mode"] for r in rows} == {"bn", "random", "all"}
     for r in rows:
         assert r["data_seed"] == cfg.digits_seed and r["model_seed"] == r["seed"] == 0
-        assert 0.0 <= r["test_acc"] <= 1.0
+        assert all(0.0 <= a <= 1.0 for a in r["test_acc_by_lr"] + r["val_acc_by_lr"])
         if r["mode"] == "bn":
             assert r["n_trainable"] == r["n_bn"] == 2 * (16 + 16 + 10)
     again = run_trial(cfg, trials(cfg)[0])
-    assert again["test_acc"] == rows[0]["test_acc"]  # same seed, same result
+    assert again["test_acc_by_lr"] == rows[0]["test_acc_by_lr"]  # same seed, same result
 
 
 @pytest.mark.slow
 def test_tiny_sweep_table_and_figure(tiny, tmp_path):
     cfg, rows = tiny
     table, sentence = summarize(cfg, rows)
-    assert "digits-mlp BN-only" in table and "EXTERNAL CIFAR-10" in table
+    assert "digits-mlp sgd BN-only" in table and "EXTERNAL CIFAR-10" in table
     assert "65.24" in table  # the external anchor sits beside kept fraction 1
-    assert sentence.startswith("digits-mlp BN-only reaches")
+    assert sentence.startswith("E6 ran 10 trials") and "float32" in sentence
+    assert "digits-mlp BN-only with sgd" in sentence and "chosen lr" in table
     (path,) = figures(cfg, rows, tmp_path)
     assert path.read_bytes().startswith(PNG)
 
 
-def _row(model, mode, p, acc, seed=0):
-    return {"model": model, "mode": mode, "density": p, "test_acc": acc / 100, "seed": seed}
+def _row(model, mode, p, acc, seed=0, opt="adam", val=(0.5, 0.4)):
+    # two lrs: test accuracy `acc` at the first, acc - 20 at the second
+    return {"model": model, "mode": mode, "density": p, "seed": seed, "optimizer": opt,
+            "lrs": [0.01, 0.1], "val_acc_by_lr": list(val),
+            "test_acc_by_lr": [acc / 100, (acc - 20) / 100], "dtype": "float32"}  # fmt: skip
+
+
+def _rows(bn, val=(0.5, 0.4)):
+    ps = (1.0, 0.5, 0.1, 0.03, 0.001)
+    rows = [_row("m-mlp", "bn", p, a, val=val) for p, a in zip(ps, bn, strict=True)]
+    rows += [_row("m-mlp", "random", p, a - 3) for p, a in zip(ps, bn, strict=True)]
+    rows.append(_row("m-mlp", "all", 1.0, 70))
+    return rows
 
 
 def test_sentence_is_computed_from_rows():
-    ps = (1.0, 0.5, 0.1, 0.03, 0.001)
-    bn = [40, 39, 37, 20, 10]
-    rows = [_row("m-mlp", "bn", p, a) for p, a in zip(ps, bn, strict=True)]
-    rows += [_row("m-mlp", "random", p, a - 3) for p, a in zip(ps, bn, strict=True)]
-    rows.append(_row("m-mlp", "all", 1.0, 70))
-    _, sentence = summarize(E6Config(seeds=(0,)), rows)
-    assert "reaches 40.0% at kept fraction 1" in sentence
+    _, sentence = summarize(E6Config(seeds=(0,)), _rows([40, 39, 37, 20, 10]))
+    assert "reaches 40.0 [40.0–40.0]% at kept fraction 1" in sentence
+    assert "(lr 0.01)" in sentence
     assert "within 5 points of it down to 0.1" in sentence
-    assert "ends at 10.0% at 0.001" in sentence
-    assert "at 5/5 fractions" in sentence and "70.0%" in sentence
+    assert "ends at 10.0 [10.0–10.0]% at 0.001" in sentence
+    assert "at 5/5 fractions" in sentence and "70.0" in sentence
+
+
+def test_doctored_rows_change_the_conclusion():
+    base = summarize(E6Config(seeds=(0,)), _rows([40, 39, 37, 20, 10]))[1]
+    # validation now prefers the second lr: the chosen rate and the accuracies change
+    other = summarize(E6Config(seeds=(0,)), _rows([40, 39, 37, 20, 10], val=(0.3, 0.6)))[1]
+    assert other != base and "(lr 0.1)" in other and "reaches 20.0" in other
+    worse = summarize(E6Config(seeds=(0,)), _rows([40, 20, 15, 12, 10]))[1]
+    assert "within 5 points" not in worse
+
+
+def test_validation_split_is_disjoint_from_train_and_test():
+    from normonly.data.datasets import load_dataset
+
+    data = load_dataset("digits", 0)
+    rest, X_val, y_val, idx = validation_split(data, 0.2, seed=0)
+    assert len(idx) == X_val.shape[0] == round(0.2 * data.X_train.shape[0])
+    assert rest.X_train.shape[0] + X_val.shape[0] == data.X_train.shape[0]
+    assert torch.equal(rest.X_test, data.X_test)
+    val_rows = {tuple(r.tolist()) for r in X_val}
+    assert not val_rows & {tuple(r.tolist()) for r in data.X_test}  # disjoint from test
+    assert not val_rows & {tuple(r.tolist()) for r in rest.X_train}  # and from what is trained
+    assert torch.equal(validation_split(data, 0.2, seed=0)[3], idx)  # seeded
 
 
 def test_external_anchor_values_and_quick_trial_count():
-    assert CIFAR10_RESNET34_BN_ONLY[1.0] == 65.24 and CIFAR10_RESNET34_BN_ONLY[0.001] == 10.0
-    assert len(trials(E6Config.quick())) == 2 * (8 + 8 + 1) * 2
+    anchor = cifar_anchor()
+    assert anchor["acc"][1.0] == 65.24 and anchor["acc"][0.001] == 10.0 and anchor["source"]
+    q = E6Config.quick()
+    per = len(q.densities) * (len(q.modes) - 1) + len(q.all_densities)
+    assert len(trials(q)) == len(q.models) * len(q.optimizers) * per * len(q.seeds)
 
 
 @pytest.mark.parametrize(
     "override, match",
     [({"models": "mnist1d-rnn"}, "<dataset>-<arch>"), ({"densities": "0,0.5"}, "density"),
-     ({"modes": "bn,lora"}, "modes must be among"), ({"lr": "-1"}, "lr must be"),
-     ({"optimizer": "lbfgs"}, "optimizer must be one of"), ({"epochs": "0"}, "epochs")],
+     ({"modes": "bn,lora"}, "modes must be among"), ({"adam_lrs": "-1"}, "lr must be"),
+     ({"optimizers": "lbfgs"}, "optimizers must be one of"), ({"epochs": "0"}, "epochs"),
+     ({"val_fraction": "1.5"}, "val_fraction")],
 )  # fmt: skip
 def test_bad_config_values_are_refused(override, match):
     with pytest.raises(ValueError, match=match):

@@ -36,6 +36,7 @@ __all__ = [
     "norm_parameters",
     "select_trainable",
     "train_sparse",
+    "validation_split",
 ]
 
 MODES = ("bn", "random", "all")
@@ -112,6 +113,27 @@ def select_trainable(
     return entries, n_trainable
 
 
+def validation_split(
+    data: Dataset, fraction: float, *, seed: int
+) -> tuple[Dataset, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Carve a validation split out of ``data``'s *training* split (the test split is untouched).
+
+    Returns ``(rest, X_val, y_val, val_idx)``: ``rest`` is ``data`` with its training split
+    reduced to the rows not chosen (test split unchanged); ``val_idx`` are the chosen rows of the
+    original training split, a seeded random ``fraction`` of them (at least one, at most all but
+    one).
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction!r}")
+    n = data.X_train.shape[0]
+    n_val = min(max(1, round(fraction * n)), n - 1)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, keep = perm[:n_val].sort().values, perm[n_val:].sort().values
+    rest = Dataset(data.name, data.X_train[keep], data.y_train[keep], data.X_test, data.y_test,
+                   data.n_classes, data.seed)  # fmt: skip
+    return rest, data.X_train[val_idx], data.y_train[val_idx], val_idx
+
+
 def build_sparse_model(
     arch: str, data: Dataset, *, density: float, width: int, depth: int, seed: int
 ) -> nn.Module:
@@ -140,6 +162,7 @@ def train_sparse(
     seed: int,
     optimizer: str = "adam",
     batch_size: int = 128,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict:
     """Build, train (one E6 mode) and evaluate a sparse random network; return a result row.
 
@@ -151,7 +174,7 @@ def train_sparse(
     dict
         ``train_acc``, ``test_acc`` (fractions), ``n_trainable``, ``n_bn`` (γ/β count),
         ``n_weights`` (all weight entries), ``n_kept`` (non-zero after the mask), ``final_loss``,
-        ``train_time_s``.
+        ``train_time_s``; with ``val = (X_val, y_val)`` also ``val_acc``.
     """
     model = build_sparse_model(arch, data, density=density, width=width, depth=depth, seed=seed)
     entries, n_trainable = select_trainable(model, mode, seed=seed + 1)
@@ -164,7 +187,9 @@ def train_sparse(
     else:  # every weight was pruned and mode "random" has nothing to train
         losses = [float("nan")]
     weights = _weights(model)
+    extra = {} if val is None else {"val_acc": accuracy(model, *val)}
     return {
+        **extra,
         "train_acc": accuracy(model, data.X_train, data.y_train),
         "test_acc": accuracy(model, data.X_test, data.y_test),
         "n_trainable": n_trainable,
