@@ -73,7 +73,8 @@ def signals_stop_run() -> Iterator[None]:
 # --- worker side ---------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -102,7 +103,7 @@ def _die_with_parent() -> None:
 def _watch(parent: int, sweep: int) -> None:
     while True:
         time.sleep(_POLL_S)
-        if os.getppid() != parent or not _alive(sweep):
+        if os.getppid() != parent or not pid_alive(sweep):
             os._exit(1)  # the sweep is gone: nobody will read this worker's result
 
 
@@ -110,7 +111,7 @@ def worker_init(sweep_pid: int) -> None:
     """Initializer of each pool worker: die with the sweep, leave SIGINT to the sweep."""
     parent = os.getppid()
     _die_with_parent()
-    if os.getppid() != parent or not _alive(sweep_pid):  # died before prctl took effect
+    if os.getppid() != parent or not pid_alive(sweep_pid):  # died before prctl took effect
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the sweep, which stops us
     threading.Thread(target=_watch, args=(parent, sweep_pid), daemon=True).start()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from normonly.experiments import store
+from normonly.experiments.pool import pid_alive
 
 __all__ = ["IdentityError", "RunLocked", "check_identity", "writer_lock"]
 
@@ -42,18 +43,6 @@ class IdentityError(store.StoreError):
     """A results directory's ``config.json`` is missing or belongs to another config."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped) is not running
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _holder(text: str) -> dict[str, Any]:
@@ -98,7 +87,7 @@ def writer_lock(directory: str | os.PathLike[str]) -> Iterator[Path]:
         except BlockingIOError:
             holder = _holder(os.pread(fd, 4096, 0).decode(errors="replace"))
             here = holder.get("host") == socket.gethostname()
-            orphaned = here and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"])
+            orphaned = here and isinstance(holder.get("pid"), int) and not pid_alive(holder["pid"])
             note = (
                 " (that process has ended, but processes it started still hold the lock: "
                 "stop them first)"
