@@ -345,3 +345,18 @@ def test_json_output_is_strict(tmp_path, capsys):
     assert code == 1
     data = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON token {c}"))
     assert data["passed"] is False and data["error_bound"] is None
+
+
+def test_a_named_pipe_as_config_or_data_is_refused(tmp_path):
+    import os
+
+    from normonly.cli import main
+
+    for name in ("cfg.toml", "X.npy"):
+        os.mkfifo(tmp_path / name)
+    assert main(["run", "E5", "--config", str(tmp_path / "cfg.toml"), "--out", str(tmp_path)]) == 2
+    target = tmp_path / "t.safetensors"
+    _target().save(target)
+    code = main(["reconstruct", str(target), "--data", str(tmp_path / "X.npy"),
+                 "--out", str(tmp_path / "n.safetensors")])  # fmt: skip
+    assert code == 2

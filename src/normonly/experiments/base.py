@@ -247,6 +247,10 @@ def read_config_file(path: str | Path, experiment: str | None = None) -> dict[st
         If the file does not exist.
     """
     path = Path(path)
+    if path.suffix.lower() in (".toml", ".json"):
+        from normonly._files import require_regular_file
+
+        require_regular_file(path, "config")  # a FIFO would block open() forever
     if path.suffix.lower() == ".toml":
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
