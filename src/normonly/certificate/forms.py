@@ -48,8 +48,14 @@ class Forms:
         mag = self.mag()
         e_w = up(Ma @ self.e_w, n)
         Tt, k = tree_matmul(M, torch.cat([self.T, self.t[:, None]], dim=1))
-        # the network's own product rounds with γ_n; ours (a summation tree) with γ_k, k << n
-        e_fp = up(Ma @ (self.e_fp + (gamma(n, self.u) + gamma(k)) * mag), n)
+        # The network's own product rounds with γ_nnz per output: a term whose weight or input
+        # is exactly zero is an exact zero, and adding it is exact in any order (switched-off
+        # units of a uniform-width net, masked weights). Ours (a summation tree) rounds with γ_k.
+        nnz = (M[:, mag > 0] != 0).sum(dim=1).to(mag.dtype)
+        nu = nnz * self.u
+        g_net = nu / (1.0 - nu)
+        Ma_mag = Ma @ mag
+        e_fp = up(Ma @ self.e_fp + g_net * Ma_mag + gamma(k) * Ma_mag, n)
         return self._new(Tt[:, :-1], Tt[:, -1], e_w, e_fp)
 
     def norm(self, layer: nn.Module) -> Forms:
