@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from normonly.experiments import registry
-from normonly.experiments.e4_gradient import EXPERIMENT, FIT_METHODS, E4Config, run_trial, trials
+from normonly.experiments.e4 import EXPERIMENT, FIT_METHODS, E4Config, run_trial, trials
 from normonly.experiments.runner import run_experiment
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -110,7 +110,7 @@ def _doctor(rows, method, factor):
 
 @pytest.mark.slow
 def test_doctored_rows_change_the_conclusion(tmp_path):
-    from normonly.experiments.e4_gradient import conclusion
+    from normonly.experiments.e4 import conclusion
 
     rows = run_experiment(EXPERIMENT, TINY, tmp_path, progress=False)
     base = conclusion(rows)

@@ -23,7 +23,7 @@ _MODULES: tuple[str, ...] = (
     "normonly.experiments.e1_exact",
     "normonly.experiments.e2_residual",
     "normonly.experiments.e3",
-    "normonly.experiments.e4_gradient",
+    "normonly.experiments.e4",
     "normonly.experiments.e5_width",
     "normonly.experiments.e6_bn_sparse",
     "normonly.experiments.e7_classifier",
