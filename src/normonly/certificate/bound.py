@@ -149,7 +149,8 @@ def error_bound(net: nn.Module, target, radius: float) -> ErrorBound:
     p = next(net.parameters())
     u = torch.finfo(p.dtype).eps / 2
     dev = p.device
-    radii = target_radii(target, radius)
+    sigmas = [spectral_norm_upper(w) for w in target.weights]
+    radii = target_radii(target, radius, sigmas)
     relu_log: list[dict] = []
     Ws = [w.to(dev) for w in target.weights]
     bs = [b.to(dev) for b in target.biases]
@@ -159,7 +160,6 @@ def error_bound(net: nn.Module, target, radius: float) -> ErrorBound:
     carry = (zeros.clone(), zeros.clone(), 0.0, 0.0)
     forms = Forms(eye, zeros, zeros.clone(), zeros.clone(), carry=carry, radius=radii[0],
                    nonneg=False, u=u)  # fmt: skip
-    sigmas = [spectral_norm_upper(w) for w in target.weights]
     if isinstance(net, ResidualNormNet):
         out = _residual(net, target, forms, Ws, bs, radii, sigmas, relu_log)
     elif isinstance(net, NormNet):

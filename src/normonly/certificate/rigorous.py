@@ -79,15 +79,20 @@ def spectral_norm_upper(W: torch.Tensor) -> float:
     return min(bound, float(up(W.norm(), W.numel())))
 
 
-def target_radii(target, radius: float) -> list[float]:
-    """Upper bounds ``[R_0 = R, R_1, ..., R_{L-1}]`` on the norms of the target's hidden vectors."""
+def target_radii(target, radius: float, sigmas: list[float] | None = None) -> list[float]:
+    """Upper bounds ``[R_0 = R, R_1, ..., R_{L-1}]`` on the norms of the target's hidden vectors.
+
+    ``sigmas``: :func:`spectral_norm_upper` of each weight, when the caller already has them.
+    """
+    if sigmas is None:
+        sigmas = [spectral_norm_upper(W) for W in target.weights[:-1]]
     radii = [float(radius)]
     for l, (W, b) in enumerate(zip(target.weights[:-1], target.biases[:-1], strict=True)):
         R = radii[-1]
         rows = W.clamp_min(0.0) if l > 0 else W  # h_l >= 0 after a ReLU
         pre = up(rownorm(rows) * R, 2) + b + up(U64 * b.abs(), 1)
         per_row = float(up(pre.clamp_min(0.0).norm(), pre.numel()))
-        spectral = float(up(spectral_norm_upper(W) * R + up(b.norm(), b.numel()), 3))
+        spectral = float(up(sigmas[l] * R + up(b.norm(), b.numel()), 3))
         radii.append(min(per_row, spectral))
     return radii
 
