@@ -57,13 +57,13 @@ def figures(cfg: E4Config, rows: list[dict], outdir: Path) -> list[Path]:
             ax.text(0.02, 0.03, f"construction (off this scale): {ce:.1e} in {ct:.2g} s",
                     transform=ax.transAxes, fontsize=8, bbox={"fc": "w", "ec": "0.6"})  # fmt: skip
             ax.set(xscale="log", yscale="log",
-                   title=f"overparam {o:g}: gradient methods at their validation-chosen lr",
+                   title=f"overparam {o:g}\ngradient methods, validation-chosen lr",
                    ylabel="test relative error ‖ŷ−y‖/‖y‖ (median; min–max shaded)",
                    xlabel="optimizer wall time (s)" if xaxis == "time" else "step")  # fmt: skip
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7, loc="upper right")
         fig.suptitle(f"E4: test error of gradient training vs {xaxis} ({len(cfg.seeds)} seeds, "
-                     "float64)", fontsize=10)  # fmt: skip
+                     "float64)", fontsize=10, y=1.04)  # fmt: skip
         paths.append(save_figure(fig, Path(outdir) / f"e4_error_vs_{xaxis}.png"))
     if methods:
         paths.append(_final_figure(plt, cfg, methods, Path(outdir)))
