@@ -27,7 +27,7 @@ _WHERE = {
     "LayerCertificate": "normonly.construct.record",
     "sample_ball": "normonly.certificate",
     "verify": "normonly.certificate",
-    "Reconstruction": "normonly.api",
+    "Reconstruction": "normonly.reconstruction",
     "reconstruct": "normonly.api",
     "CertificateError": "normonly.errors",
     "IllConditionedWarning": "normonly.errors",
@@ -47,6 +47,8 @@ _WHERE = {
     "load_network": "normonly.nets.io",
     "export_onnx": "normonly.nets.export",
     "TargetMLP": "normonly.nets.target",
+    "TargetCNN": "normonly.nets.cnn",
+    "NormCNN": "normonly.nets.normcnn",
     "ResidualNormNet": "normonly.nets.residual",
     "fit_norm_only": "normonly.train",
     "freeze_all_but_norm": "normonly.train",
@@ -69,7 +71,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from normonly.api import Reconstruction, reconstruct
+    from normonly.api import reconstruct
     from normonly.certificate.bound import ErrorBound, error_bound
     from normonly.certificate.record import Certificate
     from normonly.certificate.sampling import sample_ball
@@ -86,10 +88,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         UncertifiedDtypeWarning,
     )
     from normonly.linalg import khatri_rao, solve_scales
+    from normonly.nets.cnn import TargetCNN
     from normonly.nets.export import export_onnx
     from normonly.nets.io import load_network
     from normonly.nets.layers import Affine, MaskedLinear
+    from normonly.nets.normcnn import NormCNN
     from normonly.nets.residual import ResidualNormNet
     from normonly.nets.target import TargetMLP
     from normonly.nets.wide import NormNet
+    from normonly.reconstruction import Reconstruction
     from normonly.train import fit_norm_only, freeze_all_but_norm

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -20,25 +19,18 @@ from normonly._checks import (
     check_radius,
     radius_from_data,
 )
-from normonly.certificate.record import Certificate
+from normonly.api_cnn import is_cnn, reconstruct_cnn
 from normonly.certificate.verify import verify
-from normonly.construct.record import LayerCertificate, construction_meta
+from normonly.construct.record import construction_meta
+from normonly.construct.residual import build_residual
 from normonly.construct.spec import METHODS, ConstructionSpec
+from normonly.construct.wide import build_wide
 from normonly.errors import InfeasibleError, UncertifiedDtypeWarning
 from normonly.nets.target import TargetMLP
+from normonly.reconstruction import Reconstruction
 
 __all__ = ["reconstruct", "Reconstruction", "METHODS"]
 
-
-
-@dataclass
-class Reconstruction:
-    """What :func:`reconstruct` returns: the network and its certificate."""
-
-    net: nn.Module
-    certificate: Certificate
-    layers: list[LayerCertificate] = field(default_factory=list)
-    wall_time_s: float = 0.0
 
 
 def reconstruct(
@@ -57,7 +49,7 @@ def reconstruct(
     solver: str = "auto",
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float64,
-    n_points: int = 10_000,
+    n_points: int | None = None,
     verify_seed: int = 0,
     net: nn.Module | None = None,
 ) -> Reconstruction:
@@ -65,7 +57,10 @@ def reconstruct(
 
     Parameters
     ----------
-    target : TargetMLP or nn.Sequential of Linear/ReLU
+    target : TargetMLP or nn.Sequential of Linear/ReLU, or a TargetCNN
+        A convolutional target (or an ``nn.Sequential`` with Conv2d and ``data`` of shape
+        (N, C, H, W)) is rebuilt as a :class:`~normonly.nets.normcnn.NormCNN`
+        (:mod:`normonly.api_cnn`).
     method : {"wide", "residual"}
         ``"wide"``: Theorem 1 (width ``overparam * d_in * d_out`` per target layer);
         ``"residual"``: Theorem 2 (skip connections, ``ceil(d_in/k)`` blocks of hidden width
@@ -103,7 +98,8 @@ def reconstruct(
         Dtype of the returned network; the construction is always solved in float64, and only
         float64 is certified (a lower dtype warns with the error it measured).
     n_points, verify_seed : int
-        Points and seed of the certificate's error measurement.
+        Points and seed of the certificate's error measurement (default points: 10,000, down
+        to 1,000 for very wide networks, see :func:`normonly.certificate.verify.default_points`).
     net : nn.Module, optional
         Your own frozen network of the right architecture to set (e.g. with BatchNorm running
         statistics of its own).
@@ -127,6 +123,13 @@ def reconstruct(
     >>> rec.certificate.passed
     True
     """
+    if is_cnn(target):  # convolutional targets: normonly.api_cnn
+        return reconstruct_cnn(
+            target, method=method, radius=radius, data=data, overparam=overparam, width=width,
+            uniform_width=uniform_width, norm=norm, density=density, k=k, seed=seed,
+            solver=solver, device=device, dtype=dtype, n_points=n_points,
+            verify_seed=verify_seed, net=net,
+        )  # fmt: skip
     t0 = time.perf_counter()
     if isinstance(target, nn.Module):
         target = TargetMLP.from_torch(target)
@@ -149,20 +152,23 @@ def reconstruct(
     _check_scale(target, spec.radius)
     if net is None:
         _check_memory(target, spec)
+    timings: dict[str, float] = {}
+    t_build = time.perf_counter()
+    timings["checks"] = t_build - t0
     if method == "wide":
-        from normonly.construct.wide import build_wide
-
-        net, layers = build_wide(target, spec, net=net)
+        net, layers = build_wide(target, spec, net=net, timings=timings)
     else:
-        from normonly.construct.residual import build_residual
-
         net, layers = build_residual(target, spec, net=net)
+        timings["solve"] = sum(c.wall_time_s for c in layers)
     net.meta = construction_meta(spec.method, radius, target.widths, layers, domain)
     if dtype != torch.float64:
         net = net.to(dtype)
+    t_verify = time.perf_counter()
+    timings["build"] = t_verify - t_build - timings.get("frozen_weights", 0.0) - timings["solve"]
     cert = verify(
         net, target, radius=radius, data=X, n_points=n_points, seed=verify_seed, layers=layers
     )
+    timings.update(measure=cert.measure_time_s, bound=cert.bound_time_s)
     if dtype != torch.float64:
         warnings.warn(
             f"the network was cast to {dtype}: exactness is certified in float64 only; the "
@@ -170,8 +176,9 @@ def reconstruct(
             UncertifiedDtypeWarning,
             stacklevel=2,
         )
-    cert.wall_time_s = time.perf_counter() - t0
-    return Reconstruction(net=net, certificate=cert, layers=layers, wall_time_s=cert.wall_time_s)
+    cert.wall_time_s = timings["total"] = time.perf_counter() - t0
+    return Reconstruction(net=net, certificate=cert, layers=layers, wall_time_s=cert.wall_time_s,
+                          timings=timings)  # fmt: skip
 
 
 def _domain_from_data(target: TargetMLP, radius: object, data: object) -> tuple[float, object, str]:

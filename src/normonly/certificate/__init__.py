@@ -4,7 +4,8 @@
 (:mod:`~normonly.certificate.sampling`), proves a bound over the whole ball
 (:mod:`~normonly.certificate.bound`, with :mod:`~normonly.certificate.forms` and
 :mod:`~normonly.certificate.rigorous`) and returns a :class:`Certificate`
-(:mod:`~normonly.certificate.record`) with the verdict.
+(:mod:`~normonly.certificate.record`) with the verdict; :mod:`~normonly.certificate.cnn` proves
+the bound for a rebuilt CNN.
 """
 
 from normonly.certificate.bound import ErrorBound, error_bound

@@ -27,8 +27,10 @@ operation of the network:
 
 * **frozen linear map M** (masks applied): ``T ← M T``, ``t ← M t``,
   ``E ← |M| E + 2γ_n |M| S``. ``S_k = ‖T_k‖ ‖ĥ‖ + |t_k| + E_k`` bounds ``|ŝ_k|``, and
-  ``γ_n = n u / (1 − n u)`` is the worst-case relative error of a floating-point dot product of
-  length ``n`` (Higham, *Accuracy and Stability of Numerical Algorithms*, ch. 3:
+  ``γ_n = n u / (1 − n u)`` is the worst-case relative error of a floating-point dot product
+  whose terms go through at most ``n`` roundings (the number of nonzero terms, and for the
+  network's blocked products — ``nets.layers.blocked_linear``, about ``√n`` terms per BLAS call
+  — at most ``2√n``) (Higham, *Accuracy and Stability of Numerical Algorithms*, ch. 3:
   ``|fl(Mv) − Mv| ≤ γ_n |M||v|`` for every summation order, fused multiply-adds included). One
   ``γ_n |M| S`` is the rounding of the forward pass itself — the large always-on shifts
   included, since they are part of ``S`` —, the other covers rounding in computing ``M T`` and
@@ -84,6 +86,7 @@ from normonly.certificate.rigorous import (
     target_rounding_bound,
     up,
 )
+from normonly.nets.layers import BlockedLinear
 
 __all__ = ["ErrorBound", "error_bound", "spectral_norm_upper", "target_radii"]
 
@@ -184,6 +187,11 @@ def error_bound(net: nn.Module, target, radius: float) -> ErrorBound:
     )
 
 
+def _blocked(layer: nn.Module) -> bool:
+    """The layer sums its inputs in blocks (nets.layers.blocked_linear), not in one product."""
+    return isinstance(layer, BlockedLinear)
+
+
 def _check_shape(what: str, have: int, need: int) -> None:
     if have < need:
         raise ValueError(
@@ -207,8 +215,11 @@ def _wide(net, target, forms: Forms, Ws, bs, radii, sigmas, log):
                 f"the network's layer {wide} takes {Bm.shape[1]} inputs, the previous layer "
                 f"gives {forms.t.shape[0]}"
             )
-        forms = forms.linear(Bm).norm(net.norms[wide]).relu(f"layer {l} wide", log)
-        forms = forms.linear(frozen_weight(net.linears[narrow], dt)).norm(net.norms[narrow])
+        forms = forms.wide_pair(
+            Bm, net.norms[wide], frozen_weight(net.linears[narrow], dt),
+            blocked_b=_blocked(net.linears[wide]), blocked_a=_blocked(net.linears[narrow]),
+            stage=f"layer {l} wide", log=log,
+        ).norm(net.norms[narrow])  # fmt: skip
         d_out = Ws[l].shape[0]
         _check_shape(f"layer {narrow}", forms.t.shape[0], d_out)
         carriers = torch.arange(d_out, device=forms.t.device)
@@ -237,9 +248,13 @@ def _residual(net, target, forms: Forms, Ws, bs, radii, sigmas, log):
     for idx, blk in enumerate(net.blocks):
         l = layers[idx]
         last_block = idx == len(layers) - 1 or layers[idx + 1] != l
-        inner = forms.norm(blk.norm_in).linear(frozen_weight(blk.linear_in, dt)).norm(blk.norm_hid)
+        inner = forms.norm(blk.norm_in).linear(
+            frozen_weight(blk.linear_in, dt), blocked=_blocked(blk.linear_in)
+        ).norm(blk.norm_hid)
         inner = inner.relu(f"layer {l} block {idx} hidden", log)
-        delta = inner.linear(frozen_weight(blk.linear_out, dt)).norm(blk.norm_out)
+        delta = inner.linear(
+            frozen_weight(blk.linear_out, dt), blocked=_blocked(blk.linear_out)
+        ).norm(blk.norm_out)
         pre = forms.add(delta)
         if last_block and l < target.depth - 1:
             dst = ((l + 1) % 2) * r

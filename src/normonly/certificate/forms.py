@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from normonly.certificate.rigorous import U64, gamma, rownorm, tree_matmul, up
+from normonly.nets.layers import summation_depth
 
 __all__ = ["Forms", "norm_params", "frozen_weight"]
 
@@ -42,24 +43,78 @@ class Forms:
         lo, hi = self._range()
         return up(torch.maximum(lo.abs(), hi.abs()) + self.E, 2)
 
-    def linear(self, M: torch.Tensor) -> Forms:
-        n = M.shape[1]
+    def linear(self, M: torch.Tensor, *, blocked: bool = False) -> Forms:
+        """The forms after the frozen map ``M`` (``blocked``: the net sums as blocked_linear)."""
+        return self._finish_linear(self._linear_parts(M), M.shape[1], blocked)
+
+    def _linear_parts(self, M: torch.Tensor) -> list:
+        """The sums over the columns of ``M`` that :meth:`linear` is made of.
+
+        ``[|M| e_w, |M| e_fp, |M| mag, M [T t], nonzero terms per row, k]``; sums over disjoint
+        column blocks add up (:meth:`wide_pair`), with one rounding more per block for ``M [T t]``.
+        """
         Ma = M.abs()
         mag = self.mag()
-        e_w = up(Ma @ self.e_w, n)
-        Tt, k = tree_matmul(M, torch.cat([self.T, self.t[:, None]], dim=1))
-        # The network's own product rounds with γ_nnz per output: a term whose weight or input
-        # is exactly zero is an exact zero, and adding it is exact in any order (switched-off
-        # units of a uniform-width net, masked weights). Ours (a summation tree) rounds with γ_k.
-        nnz = (M[:, mag > 0] != 0).sum(dim=1).to(mag.dtype)
-        nu = nnz * self.u
+        sel = _selection(self.T)
+        if sel is not None:  # T only picks inputs (first layer: T = I): M T is exact, no rounding
+            Tt = M.new_zeros(M.shape[0], self.T.shape[1] + 1)
+            Tt[:, sel[1]] = M[:, sel[0]]
+            tcol, k = tree_matmul(M, self.t[:, None])
+            Tt[:, -1] = tcol[:, 0]
+        else:
+            Tt, k = tree_matmul(M, torch.cat([self.T, self.t[:, None]], dim=1))
+        nz = M != 0
+        if not bool((mag > 0).all()):
+            nz &= (mag > 0)[None, :]
+        return [Ma @ self.e_w, Ma @ self.e_fp, Ma @ mag, Tt, nz.sum(dim=1), k]
+
+    def _finish_linear(self, parts: list, n: int, blocked: bool) -> Forms:
+        Sw, Sf, Smag, Tt, nnz, k = parts
+        # The network's own product rounds with γ_n per output, n the roundings one term can
+        # go through: at most the number of nonzero terms (a term whose weight or input is
+        # exactly zero is an exact zero, and adding it is exact in any order: switched-off
+        # units of a uniform-width net, masked weights), and at most the depth of the blocked
+        # summation of nets.layers.blocked_linear. Ours (a summation tree) rounds with γ_k.
+        nnz = nnz.to(Smag.dtype)
+        nu = (nnz.clamp(max=summation_depth(n)) if blocked else nnz) * self.u
         g_net = nu / (1.0 - nu)
-        Ma_mag = Ma @ mag
-        e_fp = up(Ma @ self.e_fp + g_net * Ma_mag + gamma(k) * Ma_mag, n)
+        e_w = up(Sw, n)
+        e_fp = up(Sf + g_net * Smag + gamma(k) * Smag, n)
         return self._new(Tt[:, :-1], Tt[:, -1], e_w, e_fp)
 
+    def wide_pair(
+        self, B: torch.Tensor, wide_norm: nn.Module, A: torch.Tensor, *, blocked_b: bool,
+        blocked_a: bool, stage: str, log: list[dict], budget_bytes: int = 64 * 2**20,
+    ) -> Forms:  # fmt: skip
+        """``self.linear(B).norm(wide_norm).relu(stage, log).linear(A)``, over blocks of units.
+
+        The m wide units are independent until ``A`` sums them, so they are handled
+        ``budget_bytes // (8 (d+1))`` at a time and only ``A``'s sums are kept: memory
+        O(budget), not O(m d), whatever the width (a width-512 layer has m = 524,288).
+        """
+        m = B.shape[0]
+        params = norm_params(wide_norm, self.t.dtype)
+        rows = max(1, budget_bytes // (8 * (self.T.shape[1] + 1)))
+        entries: list[dict] = []
+        acc: list | None = None
+        for s in range(0, m, rows):
+            e = min(m, s + rows)
+            f = self.linear(B[s:e], blocked=blocked_b)._affine([p[s:e] for p in params])
+            parts = f.relu(stage, entries)._linear_parts(A[:, s:e])
+            if acc is None:
+                acc = parts
+            else:  # one more rounding per block for the sequential sum of M [T t]
+                k = max(acc[5], parts[5]) + 1
+                acc = [a + b for a, b in zip(acc[:5], parts[:5], strict=True)] + [k]
+        log.append(_merge_entries(entries))
+        return self._finish_linear(acc, m, blocked_a)
+
     def norm(self, layer: nn.Module) -> Forms:
-        g, b, e_g, e_b, mean_abs, bias_abs = norm_params(layer, self.t.dtype)
+        return self._affine(norm_params(layer, self.t.dtype))
+
+    def _affine(self, params) -> Forms:
+        """The forms after a per-unit affine map given by ``norm_params``' six vectors."""
+        g, b, e_g, e_b, mean_abs, bias_abs = params
         mag = self.mag()
         ga = g.abs()
         fwd = _NORM_ROUNDINGS * self.u * (ga * (mag + mean_abs) + bias_abs)
@@ -175,6 +230,29 @@ class Forms:
         log[-1]["carriers"] = d_out
         grown = float(up(radius_next + carry[2] + carry[3], 2))  # ‖ĥ‖ <= ‖h‖ + ‖ĥ − h‖
         return Forms(T, t, e_w, e_fp, carry=carry, radius=grown, nonneg=True, u=self.u)
+
+
+def _selection(T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(rows, cols)`` of the ones if ``T`` is 0/1 with at most one 1 per row and column."""
+    ones = T == 1
+    if not bool((ones | (T == 0)).all()):
+        return None
+    if bool((ones.sum(dim=0) > 1).any()) or bool((ones.sum(dim=1) > 1).any()):
+        return None
+    rows, cols = ones.nonzero(as_tuple=True)
+    return rows, cols
+
+
+def _merge_entries(entries: list[dict]) -> dict:
+    """One ReLU log entry for a stage handled in blocks."""
+    margins = [e["margin"] for e in entries if not math.isnan(e["margin"])]
+    return {
+        "stage": entries[0]["stage"],
+        "on": sum(e["on"] for e in entries),
+        "off": sum(e["off"] for e in entries),
+        "unproven": sum(e["unproven"] for e in entries),
+        "margin": min(margins) if margins else math.nan,
+    }
 
 
 def _relu_entry(stage, on, off, unproven, lo) -> dict:

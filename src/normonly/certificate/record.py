@@ -56,6 +56,7 @@ class Certificate:
     target_widths: list[int] = field(default_factory=list)
     wall_time_s: float = 0.0
     bound_time_s: float = 0.0
+    measure_time_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:

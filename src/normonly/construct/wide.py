@@ -20,6 +20,8 @@ layer but the last has the same width M; a narrow layer switches off all but ``d
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from normonly.construct.layout import wide_widths
@@ -71,6 +73,7 @@ def build_wide(
     spec: ConstructionSpec | None = None,
     *,
     net: NormNet | None = None,
+    timings: dict[str, float] | None = None,
     **options: object,
 ) -> tuple[NormNet, list[LayerCertificate]]:
     """Set the normalization parameters of a frozen random ``NormNet`` to reproduce ``target``.
@@ -86,6 +89,9 @@ def build_wide(
     net : NormNet, optional
         A user's own NormNet (e.g. with non-trivial BatchNorm running statistics) with the
         right widths.
+    timings : dict, optional
+        Filled with seconds spent: ``frozen_weights`` (drawing the random network) and
+        ``solve`` (the Khatri-Rao solves, all layers).
 
     Returns
     -------
@@ -100,6 +106,7 @@ def build_wide(
         target, overparam=spec.overparam, width=spec.width, uniform_width=spec.uniform_width,
         least_squares=spec.least_squares,
     )  # fmt: skip
+    t0 = time.perf_counter()
     if net is None:
         net = NormNet(widths, norm=spec.norm, density=spec.density, seed=spec.seed)
     elif net.widths != widths:
@@ -111,6 +118,7 @@ def build_wide(
     least_squares = spec.least_squares
     net = net.to(device=device, dtype=torch.float64)
     dev = torch.device(device)
+    t_weights, t_solve = time.perf_counter() - t0, 0.0
     certs: list[LayerCertificate] = []
     radius_in = radius
     for l, (W, b) in enumerate(zip(target.weights, target.biases, strict=True)):
@@ -122,6 +130,7 @@ def build_wide(
         if not least_squares and (bool((A == 0).any()) or bool((B == 0).any())):
             require_full_row_rank(A, B, layer=l)  # sparse (Theorem 3): raises with the fix
         gamma, info = solve_scales(A, B, W, solver=solver, allow_rank_deficient=least_squares)
+        t_solve += info.wall_time_s
         beta = relu_on_shift(gamma, B, radius_in, nonneg=l > 0)  # layer l > 0: input ≥ 0
         net.set_affine(2 * l, gamma, beta)
         # narrow layer: unit scale on the d_out carriers, everything else switched off
@@ -138,4 +147,6 @@ def build_wide(
         )
         radius_in = next_radius(W, b, radius_in)
     net.meta = construction_meta("wide", radius, target.widths, certs)
+    if timings is not None:
+        timings.update(frozen_weights=t_weights, solve=t_solve)
     return net, certs

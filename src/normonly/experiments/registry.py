@@ -1,4 +1,4 @@
-"""The experiment registry: the paper's experiments E1..E7, loaded on first use.
+"""The experiment registry: the paper's experiments E1..E8, loaded on first use.
 
 Each module in :data:`_MODULES` defines ``EXPERIMENT`` (an :class:`Experiment`); the registry
 imports the modules lazily (on the first :func:`get` or :func:`all_experiments`) and registers
@@ -27,6 +27,7 @@ _MODULES: tuple[str, ...] = (
     "normonly.experiments.e5_width",
     "normonly.experiments.e6_bn_sparse",
     "normonly.experiments.e7_classifier",
+    "normonly.experiments.e8_cnn",
 )
 
 _REGISTRY: dict[str, Experiment] = {}

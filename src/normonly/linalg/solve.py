@@ -179,7 +179,9 @@ def solve_scales(
     retry = auto and solver in ("mixed", "lsqr") and dense_ok
     if retry:  # a well-conditioned system converges long before; else go dense
         maxiter = min(maxiter, AUTO_DENSE_RETRY_ITERS)
-    op = KhatriRaoOperator(A, B) if solver in ("mixed", "cg", "lsqr") else None
+    # mixed: the float32 copy iterates, the float64 operator only computes residuals
+    lean = solver == "mixed" and A.dtype != torch.float32
+    op = KhatriRaoOperator(A, B, copy_a=not lean) if solver in ("mixed", "cg", "lsqr") else None
     if solver == "svd":
         gamma, rank, cond, method, iters = solve_svd(A, B, w, eps)
     elif solver == "qr":

@@ -15,7 +15,7 @@ __all__ = ["load_network"]
 
 
 def load_network(path: str | os.PathLike) -> NormNetBase:
-    """Rebuild a network saved by ``.save`` (NormNet or ResidualNormNet), without pickle."""
+    """Rebuild a network saved by ``.save`` (NormNet, ResidualNormNet, NormCNN), without pickle."""
     from normonly._files import read_safetensors
 
     tensors, meta = read_safetensors(path, what="normonly network")
@@ -49,4 +49,6 @@ def load_network(path: str | os.PathLike) -> NormNetBase:
 
 
 def _network_classes() -> dict[str, type]:
-    return {"NormNet": NormNet, "ResidualNormNet": ResidualNormNet}
+    from normonly.nets.normcnn import NormCNN
+
+    return {"NormNet": NormNet, "ResidualNormNet": ResidualNormNet, "NormCNN": NormCNN}

@@ -5,7 +5,12 @@
   statistics; a per-unit affine map ``a·z + b`` is realised exactly by ``weight = a·√(var+ε)``,
   ``bias = b + a·μ`` (:func:`set_norm_affine`, read back by :func:`norm_affine`);
 * :class:`MaskedLinear` / :func:`random_linear` — frozen N(0, 1/fan_in) weights, optionally kept
-  with probability ``density`` by a fixed Bernoulli mask (sparse networks).
+  with probability ``density`` by a fixed Bernoulli mask (sparse networks);
+* :func:`blocked_linear` — the product of a frozen layer with its ``n`` inputs summed in blocks
+  of about ``√n`` (one BLAS call each, accumulated in order), so that each output goes through
+  at most :func:`summation_depth` roundings instead of ``n``: the wide constructions sum
+  ``m = overparam·d_in·d_out`` large always-on terms in their narrow layers, and the proven
+  error bound (``normonly.certificate``) scales with that depth.
 
 LayerNorm is refused (:func:`check_norm`): it normalises each sample across units, so it is not
 a per-unit affine map (see ``docs/theory.md#the-networks``).
@@ -13,15 +18,77 @@ a per-unit affine map (see ``docs/theory.md#the-networks``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 __all__ = [
     "NORMS", "Affine", "MaskedLinear", "norm_layer", "random_linear", "check_norm",
-    "set_norm_affine", "norm_affine",
+    "set_norm_affine", "norm_affine", "blocked_linear", "BlockedLinear", "sum_block",
+    "channel_block", "conv_summation_depth",
+    "summation_depth", "SUM_BLOCK_MIN",
 ]  # fmt: skip
 
 NORMS = ("batchnorm", "affine")
+SUM_BLOCK_MIN = 256  # smallest block of blocked_linear: below it BLAS loses speed
+
+
+def sum_block(n: int) -> int:
+    """Inputs per BLAS call when :func:`blocked_linear` sums ``n`` terms: ``max(256, ⌈√n⌉)``."""
+    return max(SUM_BLOCK_MIN, math.isqrt(max(n - 1, 0)) + 1)
+
+
+def summation_depth(n: int) -> int:
+    """The most roundings one term goes through in :func:`blocked_linear` over ``n`` inputs.
+
+    ``n`` when one call does it all (``n <= sum_block(n)``); otherwise ``c + ⌈n/c⌉`` with
+    ``c = sum_block(n)``: at most ``c`` inside its block's dot product and one per block
+    accumulated after it. The error of every output is then at most ``γ_depth Σ|w_j x_j|``
+    (Higham's bound, valid for any order within a block), about ``2√n`` instead of ``n``.
+
+    >>> summation_depth(100), summation_depth(131072)
+    (100, 725)
+    """
+    c = sum_block(n)
+    return n if n <= c else c + -(-n // c)
+
+
+def channel_block(c_in: int, kernel_elems: int) -> int:
+    """Input channels per conv call when a conv sums ``c_in·kernel_elems`` terms in blocks."""
+    return max(1, sum_block(c_in * kernel_elems) // kernel_elems)
+
+
+def conv_summation_depth(c_in: int, kernel_elems: int) -> int:
+    """:func:`summation_depth` for a conv summed over blocks of :func:`channel_block` channels."""
+    n, cb = c_in * kernel_elems, channel_block(c_in, kernel_elems)
+    return n if cb >= c_in else min(n, cb * kernel_elems + -(-c_in // cb))
+
+
+def blocked_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weightᵀ`` with the inputs summed in blocks of :func:`sum_block` (see above).
+
+    Parameters
+    ----------
+    x : (n_points, n) tensor
+    weight : (d_out, n) tensor
+
+    Returns
+    -------
+    (n_points, d_out) tensor; differentiable (autograd sees slices and additions).
+    """
+    n = weight.shape[1]
+    c = sum_block(n)
+    out = nn.functional.linear(x[..., :c], weight[:, :c])  # (n_points, d_out)
+    for s in range(c, n, c):
+        part = nn.functional.linear(x[..., s : s + c], weight[:, s : s + c])
+        if torch.is_grad_enabled():
+            out = out + part
+        else:
+            out += part
+    return out
+
+
 
 
 class Affine(nn.Module):
@@ -40,8 +107,19 @@ class Affine(nn.Module):
         return f"{self.num_features}"
 
 
-class MaskedLinear(nn.Linear):
-    """``nn.Linear`` (no bias) whose weight is multiplied by a fixed 0/1 ``mask`` buffer.
+class BlockedLinear(nn.Linear):
+    """A frozen bias-free ``nn.Linear`` whose product sums its inputs in blocks.
+
+    Same parameters and state_dict as ``nn.Linear``; only the summation order of the forward
+    pass is fixed (:func:`blocked_linear`), so that the proven error bound can use it.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return blocked_linear(x, self.weight)
+
+
+class MaskedLinear(BlockedLinear):
+    """A :class:`BlockedLinear` whose weight is multiplied by a fixed 0/1 ``mask`` buffer.
 
     The mask keeps pruned weights at zero even if a baseline later trains the weights.
     """
@@ -51,7 +129,7 @@ class MaskedLinear(nn.Linear):
         self.register_buffer("mask", mask.to(self.weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight * self.mask)
+        return blocked_linear(x, self.weight * self.mask)
 
 
 def norm_layer(norm: str, m: int, dtype: torch.dtype) -> nn.Module:
@@ -71,15 +149,14 @@ def random_linear(
     byte-identical whatever the density code path.
     """
     w = torch.randn(d_out, d_in, generator=g, dtype=torch.float64) / d_in**0.5
+    # built on the meta device: nn.Linear's own random init would be drawn and thrown away
     if density < 1.0:
         mask = (torch.rand(d_out, d_in, generator=g, dtype=torch.float64) < density).to(dtype)
-        lin: nn.Linear = MaskedLinear(d_in, d_out, mask, dtype=dtype)
+        lin: nn.Linear = MaskedLinear(d_in, d_out, mask, device="meta", dtype=dtype)
         w = w * mask
     else:
-        lin = nn.Linear(d_in, d_out, bias=False, dtype=dtype)
-    with torch.no_grad():
-        lin.weight.copy_(w)
-    lin.weight.requires_grad_(False)
+        lin = BlockedLinear(d_in, d_out, bias=False, device="meta", dtype=dtype)
+    lin.weight = nn.Parameter(w.to(dtype), requires_grad=False)
     return lin
 
 

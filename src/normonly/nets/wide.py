@@ -93,8 +93,8 @@ class NormNet(NormNetBase):
         last = len(self.linears) - 1
         for i, (lin, norm) in enumerate(zip(self.linears, self.norms, strict=True)):
             h = norm(lin(h))
-            if i < last:
-                h = torch.relu(h)
+            if i < last:  # in place when no graph is recorded: one (n, m) tensor less
+                h = torch.relu(h) if torch.is_grad_enabled() else h.relu_()
         return h
 
     def randomize_running_stats(self, seed: int) -> None:
