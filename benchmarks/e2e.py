@@ -135,7 +135,7 @@ def worker(args: argparse.Namespace) -> dict:
         _sync(device)
         t = time.perf_counter()
         rec = reconstruct(target, radius=1.0, overparam=args.overparam, device=device,
-                          seed=args.seed)  # fmt: skip
+                          seed=args.seed, solve_rtol=args.solve_rtol)  # fmt: skip
         _sync(device)
         total = time.perf_counter() - t
         if best is None or total < best[0]:
@@ -170,7 +170,7 @@ def table(rows: list[dict]) -> str:
     head = ("| width | K (n × m) | unit s | end to end s | **÷ unit** | "
             + " | ".join(f"{s} s (÷ unit)" for s in steps)
             + " | solve ÷ flop bound | naive s | naive ÷ ours | iters | peak RSS MB | "
-            "err (indep.) | bound ÷ scale | verdict | points |")  # fmt: skip
+            "residual | err (indep.) | bound ÷ scale | verdict | points |")  # fmt: skip
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "error" in r:
@@ -185,7 +185,8 @@ def table(rows: list[dict]) -> str:
             f"{r['steps']['solve'] / r['flop_bound_s']:.1f}",
             _fmt(r.get("naive_s")),
             "–" if "naive_s" not in r else f"{r['naive_s'] / r['e2e_s']:.1f}x",
-            str(r["iterations"]), f"{r['peak_rss_mb']:.0f}", f"{r['err_indep']:.1e}",
+            str(r["iterations"]), f"{r['peak_rss_mb']:.0f}", f"{r['residual']:.1e}",
+            f"{r['err_indep']:.1e}",
             f"{r['bound_rel']:.1e}", "PASS" if r["passed"] else "FAIL", f"{r['points']:,}",
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--reps", type=int, default=2, help="reconstructions per width; best kept")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--solve-rtol", type=float, default=None,
+                   help="reconstruct's solve_rtol (default: float64 round-off)")
     p.add_argument("--naive-max-width", type=int, default=64)
     p.add_argument("--out", type=Path, default=HERE / "e2e.md")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per width")
@@ -216,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, __file__, "--worker", str(w), "--device", args.device,
                "--overparam", str(args.overparam), "--reps", str(args.reps),
                "--seed", str(args.seed),
+               *([] if args.solve_rtol is None else ["--solve-rtol", str(args.solve_rtol)]),
                "--naive-max-width", str(args.naive_max_width)]  # fmt: skip
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -234,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `python benchmarks/e2e.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
         f"\n\nMachine: {platform.machine()}, {os.cpu_count()} cores, device {args.device}, "
         f"torch.mm {rates}; load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
-        f"overparam {args.overparam:g}, best of {args.reps}; total {time.time() - t0:.0f} s.\n"
+        f"overparam {args.overparam:g}, solve_rtol {args.solve_rtol or 'default (round-off)'}, "
+        f"best of {args.reps}; total {time.time() - t0:.0f} s.\n"
     )
     text = head + "\n" + table(rows) + "\n"
     print(text)

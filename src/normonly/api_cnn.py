@@ -91,6 +91,7 @@ def reconstruct_cnn(target: object, *, method: str = "wide", radius=None, data=N
         raise ValueError(NO_DOMAIN.replace("(n, d_in)", "(N, C, H, W) or (N, C*H*W)"))
     radius = check_radius(radius)
     net, layers = build_cnn(target, radius=radius, overparam=overparam, density=density,
+                            solve_rtol=mlp_only.get("solve_rtol"),
                             seed=seed, solver=solver, device=device)  # fmt: skip
     net.meta = construction_meta("cnn", radius, target.widths, layers, domain)
     if dtype != torch.float64:

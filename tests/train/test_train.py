@@ -226,6 +226,39 @@ def test_fit_same_seed_same_history_and_bn_train_mode_is_recorded():
     assert not net._bn_train
 
 
+def test_log_splits_measures_only_those_splits_until_the_last_row():
+    full, test_only = [], []
+    for splits, out in ((("train", "val", "test"), full), (("test",), test_only)):
+        f, net = _problem()
+        res = fit_norm_only(net, f, lr=0.05, steps=8, seed=1, log_every=2, log_splits=splits,
+                            **SMALL)  # fmt: skip
+        out.extend(res.history)
+    assert [r["step"] for r in full] == [r["step"] for r in test_only] == [0, 2, 4, 6, 8]
+    for a, b in zip(full[:-1], test_only[:-1], strict=True):  # evaluating never changes training
+        assert set(b) == {"step", "wall_time_s", "test_rel_error", "test_mse"}
+        assert (a["test_rel_error"], a["test_mse"]) == (b["test_rel_error"], b["test_mse"])
+    last = {k: v for k, v in full[-1].items() if k != "wall_time_s"}
+    assert last == {k: v for k, v in test_only[-1].items() if k != "wall_time_s"}
+    f, net = _problem()
+    for bad in ("test", ("test", "holdout")):
+        with pytest.raises(ValueError, match="log_splits must be"):
+            fit_norm_only(net, f, steps=1, log_splits=bad, **SMALL)
+
+
+def test_divergence_stops_the_fit_and_its_last_row_has_every_split():
+    from normonly.train.fit import _all_finite
+
+    f, net = _problem()
+    res = fit_norm_only(net, f, optimizer="sgd", lr=1e300, steps=50, log_splits=("test",),
+                        **SMALL)  # fmt: skip
+    assert res.stopped == "diverged" and res.steps_done < 50
+    assert res.history[-1]["step"] == res.steps_done and "train_mse" in res.history[-1]
+    ok = [torch.zeros(3), torch.ones(2, 2, dtype=torch.float64)]
+    assert _all_finite(ok)
+    for bad in (float("nan"), float("inf"), float("-inf")):  # a dead unit's γ/β: loss finite
+        assert not _all_finite([*ok, torch.tensor([0.0, bad])])
+
+
 def test_fit_on_a_dataset_and_time_limit():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 4, generator=g, dtype=torch.float64)

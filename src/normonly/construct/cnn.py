@@ -92,6 +92,7 @@ def build_cnn(
     seed: object = 0,
     solver: str = "auto",
     device: object = "cpu",
+    solve_rtol: float | None = None,
 ) -> tuple[NormCNN, list[LayerCertificate]]:
     """Set the BatchNorms of a frozen random :class:`NormCNN` so that it equals ``target``.
 
@@ -111,6 +112,8 @@ def build_cnn(
         Khatri-Rao solver (:func:`normonly.linalg.solve_scales`).
     device : str or torch.device
         Where to solve (the network is returned on the CPU, float64).
+    solve_rtol : float, optional
+        Relative residual at which iterative solvers stop (None: float64 round-off).
 
     Returns
     -------
@@ -149,7 +152,7 @@ def build_cnn(
         Wm = target.kernel_matrix(l).to(dev)  # (c_out, c_in*kh*kw)
         if bool((A == 0).any()) or bool((B == 0).any()):
             require_full_row_rank(A, B, layer=l)  # sparse: raises with the fix
-        gamma, info = solve_scales(A, B, Wm, solver=solver)
+        gamma, info = solve_scales(A, B, Wm, solver=solver, rtol=solve_rtol)
         r_u = _pooled_radius(layer, radius_in)  # every patch of u has norm <= ||u|| <= r_u
         beta = relu_on_shift(gamma, B, r_u, nonneg=l > 0)  # after a ReLU (and pools) u >= 0
         net.set_affine(2 * l, gamma.cpu(), beta.cpu())

@@ -166,7 +166,7 @@ def build_residual(
             M_out = blk.linear_out.weight.detach()[dst : dst + d_out]  # (d_out, h)
             if bool((M_out == 0).any()) or bool((M_in == 0).any()):
                 require_full_row_rank(M_out, M_in, layer=l)  # sparse: raises with the fix
-            gamma, info = solve_scales(M_out, M_in, W[:, J], solver=solver)
+            gamma, info = solve_scales(M_out, M_in, W[:, J], solver=solver, rtol=spec.solve_rtol)
             beta = relu_on_shift(gamma, M_in, radius_in, nonneg=l > 0)  # u = σ(·) >= 0
             _set(blk.norm_hid, gamma, beta)
             margins = [beta - relu_on_need(gamma, M_in, radius_in, nonneg=l > 0)]

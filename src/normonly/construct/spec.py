@@ -51,6 +51,7 @@ class ConstructionSpec:
     solver: str
     device: torch.device
     least_squares: bool = False  # wide only: allow widths below d_in*d_out (best fit)
+    solve_rtol: float | None = None  # iterative solvers stop here (None: round-off, 64 eps)
 
     @classmethod
     def make(
@@ -69,6 +70,7 @@ class ConstructionSpec:
         solver: str = "auto",
         device: object = "cpu",
         least_squares: bool = False,
+        solve_rtol: object = None,
     ) -> ConstructionSpec:
         """Check every option for ``target``; the missing domain is reported last.
 
@@ -97,14 +99,32 @@ class ConstructionSpec:
             if width is not None or uniform_width:
                 raise ValueError("width and uniform_width apply to method='wide' only; use k")
             check_k(k, target)
+        if solve_rtol is not None:
+            solve_rtol = _check_solve_rtol(solve_rtol)
         if radius is None:
             raise ValueError(NO_DOMAIN)
         return cls(
             method=method, radius=check_radius(radius), overparam=overparam, width=width,
             uniform_width=bool(uniform_width), norm=norm, density=density,
             k=None if k is None else int(k), seed=seed, solver=solver, device=device,
-            least_squares=bool(least_squares),
+            least_squares=bool(least_squares), solve_rtol=solve_rtol,
         )  # fmt: skip
+
+
+def _check_solve_rtol(value: object) -> float:
+    import math
+
+    try:
+        r = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        r = math.nan
+    if isinstance(value, bool) or not math.isfinite(r) or not 0.0 < r < 1e-3:
+        raise ValueError(
+            f"solve_rtol must be a number in (0, 1e-3) (the relative residual "
+            f"||K gamma - vec(W)|| / ||W|| at which an iterative solve stops), got {value!r}; "
+            "the default (None) solves to float64 round-off"
+        )
+    return r
 
 
 def _check_overparam_for(target: TargetMLP, overparam: object) -> float:

@@ -48,7 +48,12 @@ def relu_on_need(
     """
     if not nonneg:
         return gamma.abs() * B.norm(dim=1) * radius_in
-    return (gamma[:, None] * B).clamp(max=0.0).norm(dim=1) * radius_in
+    rows = max(1, (32 * 2**20) // (8 * max(1, B.shape[1])))  # blocks of rows: O(32 MiB) extra
+    need = torch.empty_like(gamma)
+    for s in range(0, B.shape[0], rows):
+        part = (gamma[s : s + rows, None] * B[s : s + rows]).clamp_(max=0.0)
+        need[s : s + rows] = part.norm(dim=1)
+    return need * radius_in
 
 
 def relu_on_shift(
@@ -129,7 +134,8 @@ def build_wide(
         A = A_full[:d_out]  # (d_out, m): the narrow units that carry the output
         if not least_squares and (bool((A == 0).any()) or bool((B == 0).any())):
             require_full_row_rank(A, B, layer=l)  # sparse (Theorem 3): raises with the fix
-        gamma, info = solve_scales(A, B, W, solver=solver, allow_rank_deficient=least_squares)
+        gamma, info = solve_scales(A, B, W, solver=solver, allow_rank_deficient=least_squares,
+                                   rtol=spec.solve_rtol)  # fmt: skip
         t_solve += info.wall_time_s
         beta = relu_on_shift(gamma, B, radius_in, nonneg=l > 0)  # layer l > 0: input ≥ 0
         net.set_affine(2 * l, gamma, beta)

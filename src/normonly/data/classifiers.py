@@ -79,12 +79,16 @@ def make_optimizer(
     ``"adam"``: Adam with torch's defaults; ``"sgd"``: SGD with ``momentum`` (Nesterov off);
     ``"lbfgs"``: L-BFGS doing one iteration per ``step(closure)``, strong-Wolfe line search
     (``lr`` is its initial step), history 20, tolerances 0 so that every requested step runs.
+    Adam and SGD use torch's fused kernel where it exists (floating-point tensors on the CPU or
+    a CUDA device): the same update, one call per step instead of several small ops per tensor
+    (the per-tensor loop cost about a quarter of a small network's step).
     """
     check_optimizer(name)
+    fused = {"fused": True} if _fusable(params) else {}
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, **fused)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, **fused)
     # One iteration per step; max_eval must leave room for the line search (torch passes
     # max_ls = max_eval - evaluations so far, and max_eval defaults to 1 when max_iter=1).
     # Tolerances 0: run every requested step (it still skips an exactly zero gradient).
@@ -92,6 +96,13 @@ def make_optimizer(
         params, lr=lr, max_iter=1, max_eval=1 + _MAX_LINE_SEARCH, history_size=20,
         line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0,
     )  # fmt: skip
+
+
+def _fusable(params: list[torch.Tensor]) -> bool:
+    """Whether torch's fused Adam/SGD kernels take ``params`` (floating point, CPU or CUDA)."""
+    return bool(params) and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+    )
 
 
 class MaskedConv1d(nn.Conv1d):

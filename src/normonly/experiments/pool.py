@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-__all__ = ["Terminated", "run_pool", "signals_stop_run"]
+__all__ = ["SharedPool", "Terminated", "open_pool", "run_pool", "shared_pool", "signals_stop_run"]
 
 #: Per finished task: (task, result or None, exception or None).
 Results = Generator[tuple[Any, Any, BaseException | None], None, None]
@@ -145,24 +145,78 @@ def _context(preload: list[str]) -> Any:
     return multiprocessing.get_context("spawn")
 
 
+def open_pool(jobs: int, preload: list[str]) -> cf.ProcessPoolExecutor:
+    """A pool of ``jobs`` workers that die with this process (torch and the modules in
+    ``preload`` are imported once in the fork server, so each worker starts with them)."""
+    return cf.ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=_context(["torch", *preload]),
+        initializer=worker_init,
+        initargs=(os.getpid(),),
+    )
+
+
+class SharedPool:
+    """One pool for several sweeps in a row (see :func:`shared_pool`)."""
+
+    def __init__(self, jobs: int, preload: list[str]) -> None:
+        self.jobs, self.preload = jobs, preload
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def get(self) -> cf.ProcessPoolExecutor:
+        """The running pool; a new one if there is none yet or a worker died (broken pool)."""
+        if self._pool is None or getattr(self._pool, "_broken", False):
+            if self._pool is not None:
+                _stop_workers(self._pool)
+            self._pool = open_pool(self.jobs, self.preload)
+        return self._pool
+
+    def stop(self) -> None:
+        """Terminate the workers now."""
+        if self._pool is not None:
+            _stop_workers(self._pool)
+            self._pool = None
+
+    def close(self) -> None:
+        """Shut the pool down after the work already submitted."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+@contextlib.contextmanager
+def shared_pool(jobs: int, preload: list[str]) -> Iterator[SharedPool]:
+    """A :class:`SharedPool` for several sweeps in a row.
+
+    Its workers, their imports and their caches (a generated dataset, a trained classifier) start
+    once instead of once per sweep. They are stopped at once if the block raises and shut down
+    cleanly otherwise; the pool itself is only started by the first :meth:`SharedPool.get`.
+    """
+    shared = SharedPool(jobs, preload)
+    try:
+        yield shared
+    except BaseException:
+        shared.stop()
+        raise
+    shared.close()
+
+
 def run_pool(
     func: Callable[..., Any],
     tasks: list[tuple[Any, tuple[Any, ...]]],
     jobs: int,
     preload: list[str],
+    pool: cf.ProcessPoolExecutor | None = None,
 ) -> Results:
     """Run ``func(*args)`` for each ``(task, args)`` in ``jobs`` worker processes.
 
     Yields ``(task, result, None)`` or ``(task, None, exception)`` as tasks finish. If the
     consumer stops early (an exception, ``close()``, a signal), the workers are terminated at
-    once; on a normal end the pool is shut down cleanly.
+    once; on a normal end the pool is shut down cleanly. A ``pool`` from :func:`shared_pool`
+    is used instead of a new one and left running at a normal end.
     """
-    pool = cf.ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=_context(preload),
-        initializer=worker_init,
-        initargs=(os.getpid(),),
-    )
+    own = pool is None
+    pool = open_pool(jobs, preload) if pool is None else pool
     try:
         futures = {pool.submit(func, *args): task for task, args in tasks}
         for future in cf.as_completed(futures):
@@ -173,4 +227,5 @@ def run_pool(
     except BaseException:
         _stop_workers(pool)
         raise
-    pool.shutdown(wait=True)
+    if own:
+        pool.shutdown(wait=True)

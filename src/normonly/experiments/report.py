@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,12 @@ class ReportError(RuntimeError):
 
 
 def _section(
-    out_dir: Path, name: str, exp: Experiment | None, runs: list[Path], errors: list[str]
+    out_dir: Path,
+    name: str,
+    exp: Experiment | None,
+    runs: list[Path],
+    errors: list[str],
+    drawn: Mapping[Path, list[Path] | Exception],
 ) -> tuple[str, list[dict[str, Any]]]:
     run = runs[0]
     meta = store.read_config(run)
@@ -131,7 +137,11 @@ def _section(
             errors.append(f"{name} ({stored.path}): the summary failed: {text}")
             parts.append(f"**Summary failed:** `{text}`\n")
         try:
-            figures = draw_figures(exp, config, rows, run / store.FIGURES_DIR)
+            figures = drawn.get(run.resolve())  # already drawn from these rows by reproduce
+            if isinstance(figures, Exception):
+                raise figures
+            if figures is None:
+                figures = draw_figures(exp, config, rows, run / store.FIGURES_DIR)
         except Exception as exc:  # noqa: BLE001
             text = " ".join(f"{type(exc).__name__}: {exc}".split())
             errors.append(f"{name} ({stored.path}): the figures failed: {text}")
@@ -169,7 +179,11 @@ def check_dirs(out_dir: str | os.PathLike[str]) -> None:
         rundir.check_identity(run, exp)
 
 
-def write_report(out_dir: str | os.PathLike[str]) -> Path:
+def write_report(
+    out_dir: str | os.PathLike[str],
+    *,
+    figures: Mapping[str | os.PathLike[str], list[Path] | Exception] | None = None,
+) -> Path:
     """Write ``out_dir/report.md`` from the saved results and redraw every figure.
 
     For an experiment with several config directories the most recently modified one is shown
@@ -181,6 +195,10 @@ def write_report(out_dir: str | os.PathLike[str]) -> Path:
     ----------
     out_dir : str or PathLike
         A results root written by ``run_experiment`` (:mod:`normonly.experiments.runner`).
+    figures : mapping, optional
+        ``{run directory: figure paths}`` of runs whose figures were just drawn from the same
+        stored rows (by ``reproduce``'s workers), so they are embedded, not drawn again; a value
+        that is an exception is reported as that run's failed figures.
 
     Returns
     -------
@@ -202,9 +220,10 @@ def write_report(out_dir: str | os.PathLike[str]) -> Path:
     root = Path(out_dir)
     runs = find_runs(root)
     check_dirs(root)
+    drawn = {Path(run).resolve(): paths for run, paths in (figures or {}).items()}
     sections, all_rows, errors = [], [], []
     for name, exp in _ordered(list(runs)):
-        text, rows = _section(root, name, exp, runs[name], errors)
+        text, rows = _section(root, name, exp, runs[name], errors, drawn)
         sections.append(text)
         all_rows.extend(rows)
     env = " · ".join(f"{label} {_values(all_rows, field)}" for label, field in _ENV_FIELDS)

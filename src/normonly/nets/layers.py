@@ -68,6 +68,9 @@ def conv_summation_depth(c_in: int, kernel_elems: int) -> int:
 def blocked_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weightᵀ`` with the inputs summed in blocks of :func:`sum_block` (see above).
 
+    The full blocks are one batched product (views, no copies) whose ``P`` partial results
+    are then added (in any order: ``P − 1`` roundings), the remainder block one more product.
+
     Parameters
     ----------
     x : (n_points, n) tensor
@@ -75,20 +78,19 @@ def blocked_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
     Returns
     -------
-    (n_points, d_out) tensor; differentiable (autograd sees slices and additions).
+    (n_points, d_out) tensor; differentiable.
     """
     n = weight.shape[1]
     c = sum_block(n)
-    out = nn.functional.linear(x[..., :c], weight[:, :c])  # (n_points, d_out)
-    for s in range(c, n, c):
-        part = nn.functional.linear(x[..., s : s + c], weight[:, s : s + c])
-        if torch.is_grad_enabled():
-            out = out + part
-        else:
-            out += part
+    if n <= c:
+        return nn.functional.linear(x, weight)
+    full = n // c * c
+    x3 = x[:, :full].unflatten(1, (-1, c)).transpose(0, 1)  # (P, n_points, c)
+    w3 = weight[:, :full].unflatten(1, (-1, c)).permute(1, 2, 0)  # (P, c, d_out)
+    out = torch.bmm(x3, w3).sum(dim=0)  # (n_points, d_out)
+    if full < n:
+        out = out + nn.functional.linear(x[:, full:], weight[:, full:])
     return out
-
-
 
 
 class Affine(nn.Module):
@@ -148,12 +150,12 @@ def random_linear(
     The weight is drawn first, then (only if ``density < 1``) the mask, so dense networks are
     byte-identical whatever the density code path.
     """
-    w = torch.randn(d_out, d_in, generator=g, dtype=torch.float64) / d_in**0.5
+    w = torch.randn(d_out, d_in, generator=g, dtype=torch.float64).div_(d_in**0.5)
     # built on the meta device: nn.Linear's own random init would be drawn and thrown away
     if density < 1.0:
         mask = (torch.rand(d_out, d_in, generator=g, dtype=torch.float64) < density).to(dtype)
         lin: nn.Linear = MaskedLinear(d_in, d_out, mask, device="meta", dtype=dtype)
-        w = w * mask
+        w.mul_(mask)
     else:
         lin = BlockedLinear(d_in, d_out, bias=False, device="meta", dtype=dtype)
     lin.weight = nn.Parameter(w.to(dtype), requires_grad=False)

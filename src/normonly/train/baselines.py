@@ -171,7 +171,7 @@ def fit_all_weights(model: nn.Module, target_or_data, **kwargs) -> FitResult:
     target_or_data : as in :func:`~normonly.train.fit.fit_norm_only`
     **kwargs
         ``optimizer, lr, steps, batch_size, seed, radius, n_train, n_val, n_test, bn_mode,
-        momentum, log_every, time_limit_s, device`` as in :func:`fit_norm_only`.
+        momentum, log_every, log_splits, time_limit_s, device`` as in :func:`fit_norm_only`.
 
     Returns
     -------

@@ -19,6 +19,8 @@ Protocol of one fit:
   statistics); errors are always measured in eval mode, as a user would deploy the model.
 * The history is logged at step 0, at ``log_every`` steps (default: ~40 log-spaced steps) and at
   the last step. ``wall_time_s`` counts optimizer time only, not the logging evaluations.
+  ``log_splits`` chooses the splits measured at the logged steps (default all three); the last
+  row always has every split, so the final train, validation and test errors are always there.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -55,7 +58,8 @@ class FitResult:
         ``"norm_only"``, ``"all_weights"``, ``"last_layer"`` or ``"random_weights"``.
     history : list of dict
         Rows ``{step, wall_time_s, train_rel_error, train_mse, val_rel_error, val_mse,
-        test_rel_error, test_mse}``.
+        test_rel_error, test_mse}`` (the logged steps before the last hold only the splits in
+        ``log_splits``).
     stopped : str
         ``"steps"``, ``"time_limit"`` or ``"diverged"`` (non-finite loss or parameters).
     n_trainable : int
@@ -104,6 +108,18 @@ def _log_steps(steps: int, log_every: int | None) -> set[int]:
     return {0, steps, *range(every, steps + 1, every)}
 
 
+def _check_splits(splits: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(splits, str) or not set(splits) <= set(SPLITS):
+        raise ValueError(f"log_splits must be a sequence of {SPLITS}, got {splits!r}")
+    return tuple(s for s in SPLITS if s in splits)
+
+
+@torch.no_grad()
+def _all_finite(params: list[torch.Tensor]) -> bool:
+    """Whether every entry of every tensor is finite (one check on their concatenation)."""
+    return bool(torch.isfinite(torch.cat([p.reshape(-1) for p in params])).all())
+
+
 def _set_mode(net: nn.Module, bn_mode: str) -> None:
     """Put ``net`` in the training mode ``bn_mode`` asks for."""
     if hasattr(net, "set_batchnorm_train"):  # NormNet keeps BN in eval unless told otherwise
@@ -125,6 +141,7 @@ def train_entries(
     bn_mode: str = "eval",
     momentum: float = 0.9,
     log_every: int | None = None,
+    log_splits: Sequence[str] = SPLITS,
     time_limit_s: float | None = None,
     device: str | torch.device = "cpu",
 ) -> FitResult:
@@ -142,7 +159,8 @@ def train_entries(
         back afterwards.
     method : str
         Label stored in the result.
-    optimizer, lr, steps, batch_size, seed, bn_mode, momentum, log_every, time_limit_s, device
+    optimizer, lr, steps, batch_size, seed, bn_mode, momentum, log_every, log_splits,
+    time_limit_s, device
         See :func:`fit_norm_only`.
 
     Returns
@@ -166,6 +184,7 @@ def train_entries(
     if not entries:
         raise ValueError("entries is empty: there is nothing to train")
     logs = _log_steps(steps, log_every)
+    log_splits = _check_splits(log_splits)
 
     net = net.to(device)
     p0 = next(net.parameters())
@@ -194,10 +213,10 @@ def train_entries(
     x, y = data.x_train, data.y_train
     full_batch = optimizer in FULL_BATCH_OPTIMIZERS or batch_size >= data.n_train
 
-    def evaluate(step: int, t: float) -> dict[str, float]:
+    def evaluate(step: int, t: float, splits: Sequence[str] = log_splits) -> dict[str, float]:
         net.eval()
         row: dict[str, float] = {"step": step, "wall_time_s": t}
-        for s in SPLITS:
+        for s in splits:
             row[f"{s}_rel_error"], row[f"{s}_mse"] = data.errors(net, s)
         _set_mode(net, bn_mode)
         return row
@@ -205,7 +224,7 @@ def train_entries(
     history, stopped, t_train, step = [], "steps", 0.0, 0
     try:
         _set_mode(net, bn_mode)
-        history.append(evaluate(0, 0.0))
+        history.append(evaluate(0, 0.0, SPLITS if steps == 0 else log_splits))
         for step in range(1, steps + 1):
             t0 = time.perf_counter()
             if full_batch:
@@ -222,15 +241,13 @@ def train_entries(
 
             loss = opt.step(closure)
             t_train += time.perf_counter() - t0
-            finite = math.isfinite(float(loss.detach())) and all(
-                torch.isfinite(p).all() for p in params
-            )
-            if not finite:
+            if not (math.isfinite(float(loss.detach())) and _all_finite(params)):
                 stopped = "diverged"
             elif time_limit_s is not None and t_train >= time_limit_s:
                 stopped = "time_limit"
-            if stopped != "steps" or step in logs:
-                history.append(evaluate(step, t_train))
+            last = stopped != "steps" or step == steps
+            if last or step in logs:
+                history.append(evaluate(step, t_train, SPLITS if last else log_splits))
             if stopped != "steps":
                 logger.info("%s/%s stopped at step %d: %s", method, optimizer, step, stopped)
                 break
@@ -267,6 +284,7 @@ def fit_norm_only(
     momentum: float = 0.9,
     kinds=DEFAULT_KINDS,
     log_every: int | None = None,
+    log_splits: Sequence[str] = SPLITS,
     time_limit_s: float | None = None,
     device: str | torch.device = "cpu",
 ) -> FitResult:
@@ -303,6 +321,10 @@ def fit_norm_only(
         Norm kinds to train (see :func:`freeze_all_but_norm`).
     log_every : int, optional
         Log every this many steps; default ~40 log-spaced steps.
+    log_splits : sequence of {"train", "val", "test"}
+        Splits whose errors are measured at the logged steps (default all); the last history
+        row always has all three. A caller that keeps only the test curve passes ``("test",)``
+        and skips two thirds of the logging evaluations.
     time_limit_s : float, optional
         Stop once the optimizer time exceeds this many seconds.
     device : str or torch.device
@@ -337,7 +359,7 @@ def fit_norm_only(
     result = train_entries(
         net, data, entries, method="norm_only", optimizer=optimizer, lr=lr, steps=steps,
         batch_size=batch_size, seed=seed, bn_mode=bn_mode, momentum=momentum,
-        log_every=log_every, time_limit_s=time_limit_s, device=device,
+        log_every=log_every, log_splits=log_splits, time_limit_s=time_limit_s, device=device,
     )  # fmt: skip
     result.freeze = summary.to_dict()
     return result

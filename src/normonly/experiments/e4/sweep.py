@@ -140,7 +140,9 @@ def run_trial(cfg: E4Config, trial: dict) -> dict:
         net = NormNet(widths, norm="batchnorm", seed=seed)
         sizes = {"n_train": cfg.n_train, "n_val": cfg.n_val, "n_test": cfg.n_test}
         data = regression_data(target, radius=cfg.radius, seed=seed, **sizes)
-        common = {"steps": cfg.steps, "batch_size": cfg.batch_size, "seed": seed}
+        # only the test curve is kept between the first and last log (the rows' hist_test_rel)
+        common = {"steps": cfg.steps, "batch_size": cfg.batch_size, "seed": seed,
+                  "log_splits": ("test",)}  # fmt: skip
         if trial["kind"] == "fit":
             m, lr = trial["method"], trial["lr"]
             if m.startswith("norm_"):
