@@ -18,6 +18,9 @@ in torch, best of 3), so that runs on noisy shared machines compare. Other colum
   certificate's sampler), half inside the ball and half on its sphere, float64;
 * **peak RSS**: the worker process's peak resident set (``ru_maxrss``), torch included.
 
+Workers run with ``OMP_WAIT_POLICY=PASSIVE``, as the ``normonly`` command sets it (on a shared,
+loaded machine OpenMP's spinning threads otherwise stall every parallel region).
+
 Usage::
 
     python benchmarks/e2e.py                          # widths 64 128 256 on the CPU
@@ -205,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--naive-max-width", type=int, default=64)
     p.add_argument("--out", type=Path, default=HERE / "e2e.md")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per width")
+    p.add_argument("--omp-wait-policy", default="PASSIVE",
+                   help="OMP_WAIT_POLICY of the workers, as the normonly CLI sets it ('' keeps "
+                        "the OpenMP default; see 'Machine notes' in benchmarks/README.md)")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
@@ -222,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
                *([] if args.solve_rtol is None else ["--solve-rtol", str(args.solve_rtol)]),
                "--naive-max-width", str(args.naive_max_width)]  # fmt: skip
         try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            env = dict(os.environ)
+            if args.omp_wait_policy:
+                env["OMP_WAIT_POLICY"] = args.omp_wait_policy
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
+                                 env=env)  # fmt: skip
             if out.returncode != 0:
                 last = (out.stderr.strip().splitlines() or ["no output"])[-1]
                 rows.append({"width": w, "error": last[:200]})
@@ -237,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     head = (
         f"Command: `python benchmarks/e2e.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
         f"\n\nMachine: {platform.machine()}, {os.cpu_count()} cores, device {args.device}, "
+        f"OMP_WAIT_POLICY={args.omp_wait_policy or 'default'}, "
         f"torch.mm {rates}; load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
         f"overparam {args.overparam:g}, solve_rtol {args.solve_rtol or 'default (round-off)'}, "
         f"best of {args.reps}; total {time.time() - t0:.0f} s.\n"
