@@ -103,14 +103,39 @@ def test_an_iterative_solve_that_runs_out_of_iterations_says_why():
 
 def test_mixed_precision_reaches_the_requested_rtol_and_no_more():
     A, B, W = _system(12, 10, 240, seed=7)
-    loose_g, loose = solve_scales(A, B, W, solver="mixed", rtol=1e-8)
-    tight_g, tight = solve_scales(A, B, W, solver="mixed")
-    assert loose.rel_residual <= 1e-8
-    assert tight.rel_residual <= 64 * EPS
-    assert loose.iterations < tight.iterations
-    assert "float32" in tight.rank_method
-    # minimum norm to far better than float32: γ = Kᵀ y is formed in float64
-    assert _rel(tight_g, _min_norm(A, B, W)) <= 1e-12
+    for bf16, label in ((False, "float32"), (True, "bfloat16")):
+        loose_g, loose = solve_scales(A, B, W, solver="mixed", rtol=1e-8, bfloat16=bf16)
+        tight_g, tight = solve_scales(A, B, W, solver="mixed", bfloat16=bf16)
+        assert loose.rel_residual <= 1e-8
+        assert tight.rel_residual <= 64 * EPS
+        assert loose.iterations < tight.iterations
+        assert label in tight.rank_method
+        # minimum norm to far better than the low precision: γ = Kᵀ y is formed in float64
+        assert _rel(tight_g, _min_norm(A, B, W)) <= 1e-12
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bfloat16_passes_fall_back_when_the_system_is_too_ill_conditioned(seed):
+    """m = 1.1 n: cond(K) ~ 40, too large for bfloat16 passes: float32 finishes the job."""
+    A, B, W = _system(10, 10, 110, seed=seed)
+    g, info = solve_scales(A, B, W, solver="mixed", bfloat16=True)
+    assert info.rel_residual <= 64 * EPS
+    assert _rel(g, _min_norm(A, B, W)) <= 1e-9
+    # one bfloat16 pass measures cond(K) > FAST_MAX_COND, then float32 takes over
+    assert info.rank_method.startswith("cg on K Kᵀ (") and " bfloat16 + " in info.rank_method
+    assert "float32" in info.rank_method
+
+
+def test_bfloat16_products_are_three_digits_and_summed_in_float32():
+    from normonly.linalg.khatri_rao import BFloat16Normal, KhatriRaoOperator
+
+    A, B, _ = _system(8, 9, 400, seed=4)
+    V = torch.randn(8, 9, dtype=torch.float64)
+    exact = KhatriRaoOperator(A, B).normal(V)
+    for chunk in (400, 37):  # one block, and many blocks accumulated in float32
+        got = BFloat16Normal(A, B, chunk=chunk).normal(V.float())
+        assert got.dtype == torch.float32
+        assert 1e-5 < float((got.double() - exact).norm() / exact.norm()) < 2e-2
 
 
 def test_refinement_finishes_in_float64_when_the_low_precision_passes_stall():

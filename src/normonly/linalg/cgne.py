@@ -17,6 +17,15 @@ cond(K) · residual, not merely to float32 accuracy. If a float32 pass fails to 
 residual (a system too ill-conditioned for float32, cond(K)² · 6e-8 ≳ 1), the remaining passes
 run in float64.
 
+**A bfloat16 level first**, where the hardware multiplies bfloat16 natively (AVX512-BF16 or
+AMX CPUs, recent GPUs): bfloat16 products are only ~3 digits exact, so a pass asks CG for a
+residual reduction of ``FAST_RTOL`` (0.05, ~10 iterations) and gains ~30x; its residual is
+recomputed in float32 while it is above ``COARSE_RESIDUAL`` (1e-5), then in float64. CG needs
+the same number of iterations per digit in any precision (it is set by cond(K)); a bfloat16
+iteration costs ~1/4 of a float32 one, so ~110 bfloat16 iterations in ~11 passes replace ~100
+float32 ones in 3 (width 128: 5.4 s instead of 11.1 s on a loaded machine here). Systems with
+cond(K) > ``FAST_MAX_COND`` (measured by the first pass) go straight to float32.
+
 CG's rate on ``K Kᵀ`` is set by cond(K): for Gaussian A, B at m = 2n, cond(K) ≈ 5.8
 (Marchenko-Pastur edges (1 ± √(n/m))), so the residual falls by ≈ 0.71 per iteration, ~66
 iterations per 1e-10 — the same as LSQR in exact arithmetic (both are Krylov methods on the same
@@ -36,11 +45,14 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from normonly.linalg.khatri_rao import KhatriRaoOperator
+from normonly.linalg.khatri_rao import BFloat16Normal, KhatriRaoOperator
 
 __all__ = ["cgne", "CgneResult", "INNER_RTOL", "STALL_FACTOR"]
 
 INNER_RTOL = 2.0**-17  # per float32 pass: residual reduction asked of CG (~7.6e-6)
+FAST_RTOL = 0.05  # per bfloat16 pass: ~10 CG iterations; its products are only ~3 digits exact
+COARSE_RESIDUAL = 1e-5  # above this relative residual, float32 residuals (error ~3e-7) suffice
+FAST_MAX_COND = 12.0  # bfloat16 passes only for cond(K) below this (m >= 1.5 n gives ~10)
 TARGET_SAFETY = 0.25  # CG aims below rtol: the explicit residual lands at or under it in one go
 FLOOR_ULPS = 1024  # a stalled residual below 1024 eps (2.3e-13) is the round-off floor: converged
 STALL_FACTOR = 0.5  # a pass that does not halve the residual counts as stalled
@@ -67,7 +79,9 @@ def cgne(
     maxiter: int,
     inner: KhatriRaoOperator | None = None,
     inner_rtol: float = INNER_RTOL,
-    max_passes: int = 12,
+    max_passes: int = 40,
+    fast: BFloat16Normal | None = None,
+    fast_rtol: float = FAST_RTOL,
 ) -> CgneResult:
     """Minimum-norm solution of ``K x = w`` by CG on the dual ``K Kᵀ y = w``, ``x = Kᵀ y``.
 
@@ -91,6 +105,11 @@ def cgne(
         Residual reduction each lower-precision pass asks of CG.
     max_passes : int
         Cap on refinement passes.
+    fast : BFloat16Normal, optional
+        K Kᵀ with bfloat16 products for the first passes (each asks ``fast_rtol`` of CG); on a
+        machine that multiplies bfloat16 natively they cost ~1/4 of a float32 pass per
+        iteration. While the residual is above ``COARSE_RESIDUAL`` it is computed with
+        ``inner`` (float32), below with ``op``.
 
     Returns
     -------
@@ -112,30 +131,42 @@ def cgne(
     R, rnorm = W.clone(), wnorm
     total, cond, passes, at_floor = 0, math.nan, [], False
     floor_max = FLOOR_ULPS * torch.finfo(op.dtype).eps
-    solver = inner if inner is not None else op
+    # the ladder: bfloat16 passes, then float32 ones, then the working precision; a level
+    # moves down when one of its passes fails to halve the residual
+    levels = [(lvl, r) for lvl, r in ((fast, fast_rtol), (inner, inner_rtol)) if lvl is not None]
+    levels.append((op, 0.0))
+    level = 0
     while rnorm > rtol * wnorm and total < maxiter and len(passes) < max_passes:
+        solver, pass_rtol = levels[level]
         low = solver is not op
         target = TARGET_SAFETY * rtol * wnorm / rnorm  # the explicit residual lags a little
         if low:
-            target = max(target, inner_rtol)
+            target = max(target, pass_rtol)
         dy, its, ritz = _cg(solver, R.to(solver.dtype), target, maxiter - total)
         total += its
-        if math.isnan(cond) and ritz is not None:
+        if ritz is not None and not ritz <= cond:  # every pass's estimate is a lower bound
             cond = ritz
         y_new = y + dy.to(op.dtype)
-        R_new = W - op.normal(y_new)  # explicit residual in the working precision
+        if solver is fast and inner is not None and rnorm > COARSE_RESIDUAL * wnorm:
+            # a bfloat16 pass gains ~30x: a float32 residual (error ~3e-7) is accurate enough
+            R_new = W - inner.normal(y_new.to(inner.dtype)).to(op.dtype)
+        else:
+            R_new = W - op.normal(y_new)  # explicit residual in the working precision
         rnew = float(R_new.norm())
-        passes.append((str(solver.dtype).removeprefix("torch."), its, rnew / wnorm))
+        label = getattr(solver, "label", str(solver.dtype).removeprefix("torch."))
+        passes.append((label, its, rnew / wnorm))
         stalled = rnew > STALL_FACTOR * rnorm
         if rnew < rnorm:  # keep only improvements
             y, R, rnorm = y_new, R_new, rnew
+        if solver is fast and ritz is not None and ritz > FAST_MAX_COND:
+            stalled = True  # its next passes would crawl: cond(K)² × 2e-3 is not small
         if stalled:
             if rnorm <= floor_max * wnorm:
                 at_floor = True  # the round-off floor of the residual itself: done
                 break
             if not low:
                 break  # the working precision cannot do better
-            solver = op  # too ill-conditioned for the low precision: finish in float64
+            level += 1  # too ill-conditioned for this precision: go one level up
     x = op.rmatvec(y)  # (m,) in the row space of K
     rel = rnorm / wnorm
     return CgneResult(x, y, total, rel, cond, rel <= rtol or at_floor, passes)

@@ -9,8 +9,9 @@ recomputed from γ in the dtype of ``A``. ``solver="auto"`` picks, in this order
                device, ⅔ n³ flops in BLAS-3; falls back to ``qr`` for the rank if singular.
 2. ``"svd"``   small K (``n*m <= SVD_MAX_ENTRIES``) that fits: exact rank and 2-norm condition.
 3. ``"mixed"`` ``m >= ITERATIVE_MIN_RATIO*n`` (cond(K) ≲ 10 for Gaussian weights): matrix-free
-               CG on ``K Kᵀ y = w``, ``γ = Kᵀ y`` (:mod:`normonly.linalg.cgne`), float32 passes
-               with float64 residual refinement; never forms K, memory O((d_in+d_out) m). If it
+               CG on ``K Kᵀ y = w``, ``γ = Kᵀ y`` (:mod:`normonly.linalg.cgne`), bfloat16
+               passes (where the hardware has them) then float32 ones, with float64 residual
+               refinement; never forms K, memory O((d_in+d_out) m). If it
                has not converged after ``AUTO_DENSE_RETRY_ITERS`` iterations (e.g. a sparse mask
                made K ill-conditioned) and K fits, ``auto`` solves again with ``qr``/``svd``;
                a K with a zero row (sparse masks) goes to ``qr``/``svd`` at once, for its rank.
@@ -49,7 +50,7 @@ import torch
 from normonly.errors import RankDeficientError
 from normonly.linalg.cgne import cgne
 from normonly.linalg.dense import solve_lu, solve_qr, solve_svd
-from normonly.linalg.khatri_rao import KhatriRaoOperator
+from normonly.linalg.khatri_rao import BFloat16Normal, KhatriRaoOperator, fast_bfloat16
 from normonly.linalg.lsqr import lsqr
 
 __all__ = [
@@ -69,6 +70,7 @@ SVD_MAX_ENTRIES = 1 << 16  # K up to 65k entries (e.g. 12x12 layer, m = 2n): SVD
 AUTO_DENSE_RETRY_ITERS = 500  # auto: CG iterations before falling back to a dense solve
 ITERATIVE_MIN_RATIO = 1.5  # m/n from which CG converges fast: cond(K) ≈ 10 (Marchenko-Pastur)
 MAX_DENSE_BYTES = 1 << 30  # never allocate an explicit K larger than 1 GiB (documented limit)
+LOW_COPY_BYTES = 1 << 30  # float32 copies of A and B beside a bfloat16 level: at most 1 GiB
 DEFAULT_MAXITER = 2000  # CG iterations; m/n = 1.05 needs ~1400 for 1e-14, m/n = 2 about 100
 SOLVERS = ("auto", "svd", "qr", "lu", "mixed", "cg", "lsqr")
 
@@ -100,6 +102,7 @@ def solve_scales(
     allow_rank_deficient: bool = False,
     max_dense_bytes: int = MAX_DENSE_BYTES,
     maxiter: int | None = None,
+    bfloat16: bool | None = None,
 ) -> tuple[torch.Tensor, SolveInfo]:
     """Minimum-norm γ with ``A diag(γ) B = W`` (least squares if ``allow_rank_deficient``).
 
@@ -122,6 +125,10 @@ def solve_scales(
         Largest explicit K the direct solvers may allocate.
     maxiter : int, optional
         Iteration cap of the iterative solvers; default :data:`DEFAULT_MAXITER`.
+    bfloat16 : bool, optional
+        ``mixed``: run the first CG passes with bfloat16 products (see
+        :class:`~normonly.linalg.khatri_rao.BFloat16Normal`). Default: where the device
+        multiplies bfloat16 natively (:func:`~normonly.linalg.khatri_rao.fast_bfloat16`).
 
     Returns
     -------
@@ -191,7 +198,10 @@ def solve_scales(
     elif solver == "lsqr":
         gamma, rank, cond, method, iters = _solve_lsqr(op, w, rtol, maxiter)
     else:
-        gamma, rank, cond, method, iters = _solve_cgne(op, A, B, W, rtol, maxiter, solver)
+        if bfloat16 is None:
+            bfloat16 = fast_bfloat16(A.device)
+        gamma, rank, cond, method, iters = _solve_cgne(op, A, B, W, rtol, maxiter, solver,
+                                                       bfloat16)  # fmt: skip
     if retry and rank is None:
         first = f"{solver} stopped after {iters} iterations"
         solver = "qr" if A.device.type == "cpu" else "svd"
@@ -240,14 +250,30 @@ def choose_solver(n: int, m: int, *, dense_ok: bool, deficient: bool, device: st
     return "qr" if device == "cpu" else "svd"
 
 
-def _solve_cgne(op, A, B, W, rtol, maxiter, solver):
+def _solve_cgne(op, A, B, W, rtol, maxiter, solver, bfloat16):
     low = solver == "mixed" and A.dtype != torch.float32
-    inner = KhatriRaoOperator(A, B, dtype=torch.float32) if low else None
-    res = cgne(op, W, rtol=rtol, maxiter=maxiter, inner=inner)
+    fast = BFloat16Normal(A, B) if low and bfloat16 else None
+    # the float32 level (and its early residuals) unless its copies of A and B are too large
+    # beside a bfloat16 level: a width-512 layer then goes bfloat16 -> float64 (2 GiB saved)
+    small = A.shape[1] * (A.shape[0] + B.shape[1]) * 4 <= LOW_COPY_BYTES
+    inner = KhatriRaoOperator(A, B, dtype=torch.float32) if low and (fast is None or small) \
+        else None  # fmt: skip
+    res = cgne(op, W, rtol=rtol, maxiter=maxiter, inner=inner, fast=fast)
     rank = W.numel() if res.converged else None
-    passes = " + ".join(f"{its} {dt}" for dt, its, _ in res.passes)
-    method = f"cg on K Kᵀ ({passes}): consistent to rtol (full row rank implied)"
+    method = f"cg on K Kᵀ ({_passes(res.passes)}): consistent to rtol (full row rank implied)"
     return res.x, rank, res.cond, method, res.iterations
+
+
+def _passes(passes: list[tuple[str, int, float]]) -> str:
+    """``"108 bfloat16 in 11 passes + 9 float64"``: CG iterations per precision, in order."""
+    groups: list[list] = []
+    for dt, its, _ in passes:
+        if groups and groups[-1][0] == dt:
+            groups[-1][1] += its
+            groups[-1][2] += 1
+        else:
+            groups.append([dt, its, 1])
+    return " + ".join(f"{its} {dt}" + (f" in {n} passes" if n > 1 else "") for dt, its, n in groups)
 
 
 def _solve_lsqr(op, w, rtol, maxiter):
