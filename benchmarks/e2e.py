@@ -16,7 +16,8 @@ in torch, best of 3), so that runs on noisy shared machines compare. Other colum
   ``--naive-max-width`` (K is 4.3 GB at width 128);
 * **err (indep.)**: ``max ‖net(x) − f(x)‖∞ / max ‖f(x)‖∞`` on 2,000 points drawn here (not by the
   certificate's sampler), half inside the ball and half on its sphere, float64;
-* **peak RSS**: the worker process's peak resident set (``ru_maxrss``), torch included.
+* **peak RSS**: the worker process's peak resident set (``ru_maxrss``) after the
+  reconstructions, imports included (the unit and the rates are measured after it).
 
 Workers run with ``OMP_WAIT_POLICY=PASSIVE``, as the ``normonly`` command sets it (on a shared,
 loaded machine OpenMP's spinning threads otherwise stall every parallel region).
@@ -129,9 +130,6 @@ def worker(args: argparse.Namespace) -> dict:
 
     width, device = args.width, args.device
     row: dict = {"width": width, "overparam": args.overparam, "device": device}
-    row["gflops_f64"] = _matmul_rate(device, torch.float64)
-    row["gflops_f32"] = _matmul_rate(device, torch.float32)
-    row["unit_s"] = _unit(width, args.overparam, device)
     target = TargetMLP.random([width, width], seed=args.seed)
     best = None
     for _ in range(args.reps):
@@ -154,11 +152,15 @@ def worker(args: argparse.Namespace) -> dict:
         residual=info.rel_residual, passed=cert.passed, bound_rel=cert.bound_rel,
         points=cert.n_points, err_indep=_independent_error(rec.net, target, 1.0, device),
     )  # fmt: skip
-    row["flop_bound_s"] = info.iterations * 4 * n * m / (row["gflops_f32"] * 1e9)
+    # the peak of the process so far: imports and reconstruct (the unit below allocates more)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.startswith("cuda"):
         row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     del rec, best
+    row["gflops_f64"] = _matmul_rate(device, torch.float64)
+    row["gflops_f32"] = _matmul_rate(device, torch.float32)
+    row["unit_s"] = _unit(width, args.overparam, device)
+    row["flop_bound_s"] = info.iterations * 4 * n * m / (row["gflops_f32"] * 1e9)
     if width <= args.naive_max_width:
         row["naive_s"] = _naive(width, args.overparam)
     return row
