@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -e ".[dev]" -c constraints.txt
 	touch $(STAMP)
 
-run: $(STAMP)  ## the paper reproduction, quick profile
-	$(BIN)/normonly reproduce --profile quick --out results
+run: $(STAMP)  ## the paper reproduction, quick profile (two worker processes: the trials are independent)
+	$(BIN)/normonly reproduce --profile quick --jobs 2 --out results
 
 full: $(STAMP)  ## the paper reproduction, full profile
 	$(BIN)/normonly reproduce --profile full --jobs 2 --out results-full

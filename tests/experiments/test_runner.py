@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from normonly.experiments import registry, store
-from normonly.experiments.base import Experiment, ExperimentConfig
-from normonly.experiments.report import write_report
+from normonly.experiments.base import Experiment, ExperimentConfig, draw_figures
+from normonly.experiments.report import ReportError, write_report
 from normonly.experiments.runner import TrialsFailed, reproduce, run_experiment
 
 from .conftest import PNG_MAGIC, file_lines, rows_path, stable
@@ -309,6 +309,37 @@ def test_reproduce_runs_presets_and_writes_report(tmp_path, toy):
     assert json.loads((tmp_path / "TOY" / digest / "config.json").read_text())["profile"] == "quick"
     with pytest.raises(ValueError, match="profile"):
         reproduce(tmp_path, profile="huge", only=["toy"])
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_reproduce_draws_each_figure_once(tmp_path, toy, monkeypatch, jobs):
+    from normonly.experiments import report as report_module
+    from normonly.experiments import runner
+
+    calls = []
+
+    def counted(*args, **kw):
+        calls.append(args[0].name)
+        return draw_figures(*args, **kw)
+
+    if jobs == 1:  # with jobs=2 a pool worker draws them: the runner submits draw_figures
+        monkeypatch.setattr(runner, "draw_figures", counted)
+    monkeypatch.setattr(report_module, "draw_figures", counted)
+    text = reproduce(tmp_path, only=["toy"], jobs=jobs, progress=False).read_text()
+    assert calls == (["TOY"] if jobs == 1 else [])  # by the report, or only by the worker
+    digest = toy.digest(ToyConfig.quick())
+    png = tmp_path / "TOY" / digest / "figures" / "values.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert f"![TOY: values](TOY/{digest}/figures/values.png)" in text
+
+
+def test_report_notes_figures_that_failed_in_a_worker(tmp_path, toy):
+    run_experiment(toy, ToyConfig(n_trials=2), tmp_path, progress=False, figures=False)
+    run = next(tmp_path.glob("TOY/*"))
+    with pytest.raises(ReportError, match="the figures failed: OSError: disk full"):
+        write_report(tmp_path, figures={run: OSError("disk full")})
+    assert "**Figures failed:** `OSError: disk full`" in (tmp_path / "report.md").read_text()
+    assert not list(run.glob("figures/*.png"))  # figures=False drew nothing
 
 
 def test_reproduce_reports_failures_after_writing_report(tmp_path, toy, monkeypatch):

@@ -285,9 +285,16 @@ def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
     -------
     Path
         The written file.
+
+    Notes
+    -----
+    A figure with a layout engine (``layout="constrained"``) already fits its labels and legends
+    inside the canvas, so it is saved as laid out; others are cropped to their tight bounding
+    box, which costs a second pass over every text extent (about a third of a figure's time).
     """
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    tight = None if fig.get_layout_engine() is not None else "tight"
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=tight)
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -19,7 +19,13 @@ from typing import Any
 
 from normonly.experiments import registry, rowcheck, rundir, store
 from normonly.experiments.base import Experiment, ExperimentConfig, draw_figures
-from normonly.experiments.pool import Terminated, run_pool, signals_stop_run
+from normonly.experiments.pool import (
+    SharedPool,
+    Terminated,
+    run_pool,
+    shared_pool,
+    signals_stop_run,
+)
 from normonly.experiments.progress import progress as progress_reporter
 from normonly.experiments.report import write_report
 
@@ -96,10 +102,21 @@ def _error_text(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
+def _preload(exps: Iterable[Experiment]) -> list[str]:
+    """Modules the pool's fork server imports once: this one and the experiments' trials."""
+    modules = [__name__, *(getattr(e.run_trial, "__module__", __name__) for e in exps)]
+    return list(dict.fromkeys(modules))
+
+
 def _run_local(
-    exp: Experiment, config: ExperimentConfig, todo: list[dict[str, Any]], jobs: int, meta: dict
+    exp: Experiment,
+    config: ExperimentConfig,
+    todo: list[dict[str, Any]],
+    jobs: int,
+    meta: dict,
+    pool: SharedPool | None = None,
 ) -> _Results:
-    if jobs == 1:
+    if pool is None and jobs == 1:
         for trial in todo:
             try:
                 yield trial, execute_trial(exp.run_trial, config, trial, meta), None
@@ -107,8 +124,8 @@ def _run_local(
                 yield trial, None, _error_text(exc)
         return
     tasks = [(t, (exp.run_trial, config, t, meta)) for t in todo]
-    preload = [__name__, getattr(exp.run_trial, "__module__", __name__)]
-    for trial, row, exc in run_pool(execute_trial, tasks, jobs, preload):
+    executor = None if pool is None else pool.get()
+    for trial, row, exc in run_pool(execute_trial, tasks, jobs, _preload([exp]), executor):
         yield trial, row, None if exc is None else _error_text(exc)
 
 
@@ -171,6 +188,7 @@ def _sweep(
     backend: str,
     ray_address: str | None,
     progress: bool,
+    pool: SharedPool | None = None,
 ) -> list[tuple[str, str]]:
     """Run the trials not in ``done``, append each valid row at once; return the failures."""
     todo = [t for t in trials if t["key"] not in done]
@@ -191,7 +209,7 @@ def _sweep(
     if backend == "ray":
         results = _run_ray(exp, config, todo, jobs, meta, ray_address)
     else:
-        results = _run_local(exp, config, todo, jobs, meta)
+        results = _run_local(exp, config, todo, jobs, meta, pool)
     specs = rowcheck.trial_specs(trials)
     extra = rowcheck.RESULT_TYPES.get(exp.name, {})
     bar = progress_reporter(len(trials), len(trials) - len(todo), exp.name, progress)
@@ -230,6 +248,8 @@ def run_experiment(
     ray_address: str | None = None,
     progress: bool = True,
     profile: str | None = None,
+    figures: bool = True,
+    pool: SharedPool | None = None,
 ) -> list[dict[str, Any]]:
     """Run the trials of ``exp`` not yet stored under ``out_dir``, store them, draw the figures.
 
@@ -256,6 +276,12 @@ def run_experiment(
         Show progress: a tqdm bar on a terminal, a line at least every 10 s otherwise.
     profile : str, optional
         Label stored in ``config.json``; inferred ("quick", "full" or "custom") if omitted.
+    figures : bool, default True
+        Draw the figures from the stored rows. :func:`reproduce` passes False because its
+        report redraws every figure from the same rows right after (drawing costs seconds).
+    pool : SharedPool, optional
+        Worker pool to run the trials in (local backend), instead of a new one for this sweep
+        (:func:`reproduce` shares one across experiments); ``jobs`` is then its size.
 
     Returns
     -------
@@ -287,6 +313,8 @@ def run_experiment(
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
     if ray_address is not None and backend != "ray":
         raise ValueError("ray_address is only used with backend='ray'")
+    if pool is not None and backend != "local":
+        raise ValueError("pool is only used with backend='local'")
 
     digest = exp.digest(config)
     path = store.ensure_run_dir(store.run_dir(out_dir, exp.name, digest))
@@ -306,7 +334,7 @@ def run_experiment(
         done = stored.by_key()
         try:
             failures = _sweep(exp, config, trials, done, rows_path, jobs, backend, ray_address,
-                              progress)  # fmt: skip
+                              progress, pool)  # fmt: skip
         except Terminated:
             logger.error(
                 "%s: terminated; the %d finished trials are stored (rerun to resume)",
@@ -320,6 +348,8 @@ def run_experiment(
         raise TrialsFailed(exp.name, failures, len(trials))
 
     rows = [done[t["key"]] for t in trials]
+    if not figures:
+        return rows
     try:
         draw_figures(exp, config, rows, path / store.FIGURES_DIR)
     except OSError as exc:
@@ -348,7 +378,10 @@ def reproduce(
     only : iterable of str, optional
         Experiment names (case-insensitive); all registered experiments if omitted.
     jobs, backend, ray_address, progress
-        As in :func:`run_experiment`.
+        As in :func:`run_experiment`. With the local backend and ``jobs > 1`` one pool of
+        workers serves every experiment (each worker imports and caches once) and draws each
+        experiment's figures while the next one runs; otherwise the report draws them. Either
+        way every figure is drawn once, from the stored rows.
 
     Returns
     -------
@@ -369,23 +402,45 @@ def reproduce(
     if not experiments:
         raise ValueError("no experiments are registered (nothing to reproduce)")
     failed: list[TrialsFailed] = []
-    for exp in experiments:
-        try:
-            run_experiment(
-                exp,
-                exp.preset(profile),
-                out_dir,
-                jobs=jobs,
-                backend=backend,
-                ray_address=ray_address,
-                progress=progress,
-                profile=profile,
-            )
-        except TrialsFailed as exc:
-            logger.error("%s", exc)
-            failed.append(exc)
-    report = write_report(out_dir)
+    drawn: dict[Path, Any] = {}  # run directory -> future of its figures (drawn by a worker)
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if backend == "local" and jobs > 1:  # one pool for all experiments: workers start once
+            pool = stack.enter_context(shared_pool(jobs, _preload(experiments)))
+        for exp in experiments:
+            config = exp.preset(profile)
+            try:
+                rows = run_experiment(
+                    exp,
+                    config,
+                    out_dir,
+                    jobs=jobs,
+                    backend=backend,
+                    ray_address=ray_address,
+                    progress=progress,
+                    profile=profile,
+                    figures=False,  # drawn once: by a worker below, or by write_report
+                    pool=pool,
+                )
+            except TrialsFailed as exc:
+                logger.error("%s", exc)
+                failed.append(exc)
+                continue
+            if pool is not None:  # drawn while the next experiment's trials run
+                run = store.run_dir(out_dir, exp.name, exp.digest(config))
+                directory = run / store.FIGURES_DIR
+                drawn[run] = pool.get().submit(draw_figures, exp, config, rows, directory)
+        figures = {run: _outcome(future) for run, future in drawn.items()}
+    report = write_report(out_dir, figures=figures)
     if failed:
         failures = [(f"{e.experiment}/{k}", m) for e in failed for k, m in e.failures]
         raise TrialsFailed(", ".join(e.experiment for e in failed), failures)
     return report
+
+
+def _outcome(future: Any) -> list[Path] | Exception:
+    """The figure paths a worker returned, or the exception it raised."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - the report notes it as a failed figure
+        return exc
