@@ -16,10 +16,11 @@ by elimination modulo the prime ``PRIME``. Two stages:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import deque
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["PRIME", "reduce_mod", "dense_rank", "cascade"]
 
@@ -115,8 +116,14 @@ def dense_rank(M: np.ndarray, *, early: bool = False, threads: int | None = 1) -
     """
     M = np.array(M, dtype=np.float64, order="F")  # columns contiguous: pivot search, BLAS
     limit = threads is not None
-    with threadpool_limits(limits=threads, user_api="blas") if limit else contextlib.nullcontext():
+    with _blas().limit(limits=threads, user_api="blas") if limit else contextlib.nullcontext():
         return _eliminate(M, early)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas() -> ThreadpoolController:
+    """One controller: finding the loaded BLAS libraries costs ~1 ms, once, not per call."""
+    return ThreadpoolController()
 
 
 def _eliminate(M: np.ndarray, early: bool) -> int | None:
