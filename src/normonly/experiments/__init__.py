@@ -1,4 +1,4 @@
-"""Experiments E1..E7 of the paper reproduction, and the machinery that runs and reports them.
+"""Experiments E1..E8 of the paper reproduction, and the machinery that runs and reports them.
 
 Write an experiment as a frozen :class:`ExperimentConfig` subclass plus module-level functions,
 wrap them in an :class:`Experiment` named ``EXPERIMENT`` in its module, and list the module in

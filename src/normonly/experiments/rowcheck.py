@@ -70,7 +70,7 @@ def _str_list(v: Any) -> str | None:
 
 Check = Callable[[Any], str | None]
 
-#: Type of each documented row key (see ``certificate_row`` and ``runner.execute_trial``).
+#: Type of each documented row key (see ``certificate_row`` and ``backends.execute_trial``).
 ROW_TYPES: dict[str, Check] = {
     # the certificate keys, as documented in normonly.experiments.rows.certificate_row
     "passed": _bool,
