@@ -185,7 +185,7 @@ def figures(cfg: E8Config, rows: list[dict], outdir: Path) -> list[Path]:
                                     ("max_abs_error", "ball (measured)"),
                                     ("error_bound", "whole ball (proven bound)")]):  # fmt: skip
         vals = [r[key] for r in digits if r.get(key) is not None]
-        ax.plot([i] * len(vals), vals, "os v"[i] if i < 3 else "o", color=f"C{i}", label=lab)
+        ax.plot([i] * len(vals), vals, "osv"[i], color=f"C{i}", label=lab)
     ax.set(yscale="log", xticks=[0, 1, 2], ylabel="max |logit error| (float64)",
            title="Trained digits CNN rebuilt by BatchNorm γ/β only")  # fmt: skip
     ax.set_xticklabels(["test", "ball", "bound"])
@@ -200,6 +200,8 @@ def figures(cfg: E8Config, rows: list[dict], outdir: Path) -> list[Path]:
     ax.axhline(1e-9, color="gray", lw=0.8, ls=":", label="tolerance 1e-9")
     ax.set(xscale="log", yscale="log", xlabel="overparam (m / c_out·c_in·kh·kw)",
            ylabel="max error / output scale (worst seed)", title="Random CNNs: error vs overparam")
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])  # the overparams run, not powers of ten
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     fig.suptitle("E8: a CNN reproduced exactly by tuning only BatchNorm2d/1d parameters")
     return [save_figure(fig, outdir / "e8_cnn.png")]
