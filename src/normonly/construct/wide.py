@@ -73,6 +73,18 @@ def next_radius(W: torch.Tensor, b: torch.Tensor, radius_in: float) -> float:
     return float(torch.minimum(per_row, spectral))
 
 
+DEVICE_DRAW_MIN = 1 << 27  # frozen weights from which a GPU construction draws them on the GPU
+
+
+def _draw_device(widths: list[int], device: torch.device) -> torch.device | None:
+    """Where to draw the frozen weights: the CPU (the same seed gives the same network on every
+    device), except for GPU constructions of more than ``DEVICE_DRAW_MIN`` weights (1 GiB in
+    float64; a width-512 layer at overparam 2 has 5·10⁸), which one CPU generator would take
+    minutes to draw: those are drawn by the GPU's own generator, another random stream."""
+    count = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    return device if device.type == "cuda" and count > DEVICE_DRAW_MIN else None
+
+
 def build_wide(
     target: TargetMLP,
     spec: ConstructionSpec | None = None,
@@ -113,7 +125,8 @@ def build_wide(
     )  # fmt: skip
     t0 = time.perf_counter()
     if net is None:
-        net = NormNet(widths, norm=spec.norm, density=spec.density, seed=spec.seed)
+        net = NormNet(widths, norm=spec.norm, density=spec.density, seed=spec.seed,
+                      device=_draw_device(widths, spec.device))  # fmt: skip
     elif net.widths != widths:
         raise ValueError(
             f"the given NormNet has widths {net.widths}, but this target with "

@@ -150,10 +150,12 @@ def random_linear(
     The weight is drawn first, then (only if ``density < 1``) the mask, so dense networks are
     byte-identical whatever the density code path.
     """
-    w = torch.randn(d_out, d_in, generator=g, dtype=torch.float64).div_(d_in**0.5)
+    dev = g.device  # drawn where the generator lives (CPU unless a CUDA generator is given)
+    w = torch.randn(d_out, d_in, generator=g, dtype=torch.float64, device=dev).div_(d_in**0.5)
     # built on the meta device: nn.Linear's own random init would be drawn and thrown away
     if density < 1.0:
-        mask = (torch.rand(d_out, d_in, generator=g, dtype=torch.float64) < density).to(dtype)
+        mask = torch.rand(d_out, d_in, generator=g, dtype=torch.float64, device=dev) < density
+        mask = mask.to(dtype)
         lin: nn.Linear = MaskedLinear(d_in, d_out, mask, device="meta", dtype=dtype)
         w.mul_(mask)
     else:

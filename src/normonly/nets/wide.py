@@ -39,6 +39,10 @@ class NormNet(NormNetBase):
         Seed of the frozen weights and masks (a private generator; same seed, same bytes).
     dtype : torch.dtype
         float64 for exact constructions.
+    device : str or torch.device, optional
+        Where the frozen weights are drawn and kept (default: the CPU). A CUDA generator is
+        another random stream: the same seed gives the same bytes on the same kind of device,
+        not across CPU and GPU.
 
     Example
     -------
@@ -55,6 +59,7 @@ class NormNet(NormNetBase):
         density: float = 1.0,
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
+        device: str | torch.device | None = None,
     ) -> None:
         super().__init__()
         widths = [check_int(f"widths[{i}]", w, minimum=1) for i, w in enumerate(widths)]
@@ -64,7 +69,7 @@ class NormNet(NormNetBase):
         density = check_density(density)
         seed = check_int("seed", seed, minimum=0)
         self.config = {"widths": widths, "norm": norm, "density": density, "seed": seed}
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator(device=device or "cpu").manual_seed(seed)
         self.linears = nn.ModuleList(
             random_linear(a, b, g, density=density, dtype=dtype)
             for a, b in zip(widths[:-1], widths[1:], strict=True)
