@@ -23,7 +23,8 @@ residual reduction of ``FAST_RTOL`` (0.05, ~10 iterations) and gains ~30x; its r
 recomputed in float32 while it is above ``COARSE_RESIDUAL`` (1e-5), then in float64. CG needs
 the same number of iterations per digit in any precision (it is set by cond(K)); a bfloat16
 iteration costs ~1/4 of a float32 one, so ~110 bfloat16 iterations in ~11 passes replace ~100
-float32 ones in 3 (width 128: 5.4 s instead of 11.1 s on a loaded machine here). Systems with
+float32 ones in 3 (width 128 here: 1.7 s instead of 2.8 s on a quiet machine, 5.4 s instead of
+11.1 s on a loaded one). Systems with
 cond(K) > ``FAST_MAX_COND`` (measured by the first pass) go straight to float32.
 
 CG's rate on ``K Kᵀ`` is set by cond(K): for Gaussian A, B at m = 2n, cond(K) ≈ 5.8

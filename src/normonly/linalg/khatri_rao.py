@@ -194,7 +194,8 @@ class KhatriRaoOperator:
         ----------
         V : (d_out, d_in) tensor
         out : (d_out, d_in) tensor, optional
-            Written in place and returned (must not be ``V``).
+            Written in place and returned (must not be ``V``); of the operator's dtype, or of
+            a wider one to accumulate the blocks in (products stay in the operator's dtype).
         """
         if out is None:
             out = torch.empty(self.d_out, self.d_in, dtype=self.dtype, device=self.device)
@@ -207,7 +208,10 @@ class KhatriRaoOperator:
             T.mul_(Bc)
             torch.sum(T, dim=1, out=sv)  # (c,) = (Kᵀ v) on this block
             torch.mul(Bc, sv[:, None], out=T)  # (c, d_in) = diag(s_c) B_c
-            out.addmm_(Act.T, T)  # (d_out, d_in) += A_c diag(s_c) B_c
+            if out.dtype == self.dtype:
+                out.addmm_(Act.T, T)  # (d_out, d_in) += A_c diag(s_c) B_c
+            else:  # a wider accumulator: blocks summed in out's dtype (BFloat16Normal)
+                out.add_(torch.mm(Act.T, T))
         return out
 
 
@@ -236,21 +240,9 @@ class BFloat16Normal:
 
     def normal(self, V: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``K Kᵀ v`` as a float32 (d_out, d_in) matrix (see :meth:`KhatriRaoOperator.normal`)."""
-        op = self.op
         if out is None:
             out = torch.empty(self.d_out, self.d_in, dtype=torch.float32, device=self.device)
-        out.zero_()
-        Vb = V.to(torch.bfloat16)
-        for s, e in op._blocks():
-            T = op._T[: e - s, : self.d_in]
-            sv = op._s[: e - s]
-            Act, Bc = op.At[s:e], op.B[s:e]  # (c, d_out), (c, d_in)
-            torch.mm(Act, Vb, out=T)  # (c, d_in) = A_cᵀ V
-            T.mul_(Bc)
-            torch.sum(T, dim=1, out=sv)  # (c,) = (Kᵀ v) on this block
-            torch.mul(Bc, sv[:, None], out=T)
-            out.add_(torch.mm(Act.T, T))  # (d_out, d_in), summed over blocks in float32
-        return out
+        return self.op.normal(V.to(torch.bfloat16), out=out)
 
 
 def fast_bfloat16(device: torch.device) -> bool:
