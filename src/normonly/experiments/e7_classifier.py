@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 from normonly.experiments._common import group, md_table, profile_name, pyplot, spread
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
-from normonly.experiments.rows import certificate_row
+from normonly.experiments.rows import certificate_row, prediction_row
 
 __all__ = ["E7Config", "EXPERIMENT"]
 
@@ -135,23 +135,14 @@ def run_trial(cfg: E7Config, trial: dict) -> dict:
             logits_r = rec.net(data.X_test.to(torch.float64))  # (n_test, 10) float64
             seq32 = target.to_torch(torch.float32)
             logits_32 = seq32(data.X_test.to(torch.float32))  # as trained (float32)
-    pred_t, pred_r = logits_t.argmax(1), logits_r.argmax(1)
-    err = (logits_r - logits_t).abs()
     c = rec.certificate
-    acc = lambda p: float((p == data.y_test).double().mean())  # noqa: E731
     return {
         **trial,
         "data_seed": data.seed,
         "target_widths": target.widths,
         "target_params": target.num_parameters(),
         "radius": radius,
-        "n_test": int(data.y_test.numel()),
-        "test_acc_float32": acc(logits_32.argmax(1)),
-        "test_acc_original": acc(pred_t),
-        "test_acc_reconstructed": acc(pred_r),
-        "identical_predictions": float((pred_t == pred_r).double().mean()),
-        "max_logit_error_test": float(err.max()),
-        "max_rel_logit_error_test": float(err.max() / logits_t.abs().max()),
+        **prediction_row(logits_t, logits_r, logits_32, data.y_test),
         **certificate_row(c),  # max_abs_error, max_rel_error (on the ball), passed, ...
         "n_blocks": len(c.layers),
         "overparam": cfg.overparam,

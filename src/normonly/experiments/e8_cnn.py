@@ -28,7 +28,7 @@ from pathlib import Path
 
 from normonly.experiments._common import group, md_table, profile_name, pyplot, spread
 from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
-from normonly.experiments.rows import certificate_row
+from normonly.experiments.rows import certificate_row, prediction_row
 
 __all__ = ["E8Config", "EXPERIMENT"]
 
@@ -157,19 +157,11 @@ def run_trial(cfg: E8Config, trial: dict) -> dict:
             logits_t = target(images)  # (n_test, 10) float64, the trained weights
             logits_r = rec.net(images)  # (n_test, 10) float64, norms only
             logits_32 = model(data.X_test.to(torch.float32))  # as trained (float32)
-    pred_t, pred_r = logits_t.argmax(1), logits_r.argmax(1)
-    err = (logits_r - logits_t).abs()
-    acc = lambda p: float((p == data.y_test).double().mean())  # noqa: E731
     return {
         **trial,
         **_counts(target, op),
         "data_seed": data.seed,
-        "n_test": int(data.y_test.numel()),
-        "test_acc_float32": acc(logits_32.argmax(1)),
-        "test_acc_original": acc(pred_t),
-        "test_acc_reconstructed": acc(pred_r),
-        "identical_predictions": float((pred_t == pred_r).double().mean()),
-        "max_logit_error_test": float(err.max()),
+        **prediction_row(logits_t, logits_r, logits_32, data.y_test),
         **certificate_row(rec.certificate),
         "train_time_s": train_time,
         "construct_time_s": rec.wall_time_s,

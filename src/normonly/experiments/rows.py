@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from normonly.certificate.record import Certificate
 
-__all__ = ["CERTIFICATE_KEYS", "certificate_row"]
+__all__ = ["CERTIFICATE_KEYS", "certificate_row", "prediction_row"]
 
 #: The keys :func:`certificate_row` writes, in order.
 CERTIFICATE_KEYS: tuple[str, ...] = (
@@ -128,3 +128,28 @@ def certificate_row(cert: Certificate) -> dict[str, Any]:
 
 def _count(counts: dict[str, int], key: str) -> int | None:
     return None if counts.get(key) is None else int(counts[key])
+
+
+def prediction_row(logits_target, logits_rebuilt, logits_float32, labels) -> dict[str, Any]:
+    """The row keys of a rebuilt classifier on its test set (E7, E8).
+
+    ``test_acc_float32`` (the model as trained), ``test_acc_original`` (the target in float64),
+    ``test_acc_reconstructed``, ``identical_predictions`` (fraction of argmax agreements
+    between target and rebuilt network), ``max_logit_error_test`` and
+    ``max_rel_logit_error_test`` (over the largest target logit).
+    """
+    pred_t, pred_r = logits_target.argmax(1), logits_rebuilt.argmax(1)
+    err = float((logits_rebuilt - logits_target).abs().max())
+
+    def acc(pred) -> float:
+        return float((pred == labels).double().mean())
+
+    return {
+        "n_test": int(labels.numel()),
+        "test_acc_float32": acc(logits_float32.argmax(1)),
+        "test_acc_original": acc(pred_t),
+        "test_acc_reconstructed": acc(pred_r),
+        "identical_predictions": float((pred_t == pred_r).double().mean()),
+        "max_logit_error_test": err,
+        "max_rel_logit_error_test": err / float(logits_target.abs().max()),
+    }
