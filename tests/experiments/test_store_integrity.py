@@ -345,3 +345,23 @@ def test_complete_last_line_without_newline_is_kept(tmp_path):
     store.repair_rows(path)
     assert path.read_text().endswith('{"key": "b", "seed": 1}\n')
     assert [r["key"] for r in store.read_rows(path)] == ["a", "b"]
+
+
+def test_a_refused_run_waits_for_the_holder_to_write_its_details(tmp_path):
+    """The holder takes the lock, then writes its PID: a run refused in between still names it."""
+    import fcntl
+    import threading
+
+    lock = tmp_path / rundir.LOCK_FILE
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, details not written yet
+    details = {"pid": 4242, "host": "elsewhere", "started": "2026-12-02T00:00:00+00:00"}
+    writer = threading.Timer(0.2, lambda: os.pwrite(fd, json.dumps(details).encode(), 0))
+    writer.start()
+    try:
+        with pytest.raises(rundir.RunLocked, match="by another run: PID 4242 on host elsewhere"):
+            with rundir.writer_lock(tmp_path):
+                pass
+    finally:
+        writer.join()
+        os.close(fd)

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,16 @@ def _holder(text: str) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _read_holder(fd: int, wait_s: float = 1.0) -> dict[str, Any]:
+    """The lock holder's details; it writes them just after taking the lock, so wait a little."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        holder = _holder(os.pread(fd, 4096, 0).decode(errors="replace"))
+        if holder or time.monotonic() >= deadline:
+            return holder
+        time.sleep(0.02)
 
 
 def _describe(holder: dict[str, Any]) -> str:
@@ -85,7 +96,7 @@ def writer_lock(directory: str | os.PathLike[str]) -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder(os.pread(fd, 4096, 0).decode(errors="replace"))
+            holder = _read_holder(fd)
             here = holder.get("host") == socket.gethostname()
             orphaned = here and isinstance(holder.get("pid"), int) and not pid_alive(holder["pid"])
             note = (
