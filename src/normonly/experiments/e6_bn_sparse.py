@@ -25,35 +25,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-from normonly.experiments._common import md_table, median, pyplot
-from normonly.experiments.base import Experiment, ExperimentConfig, save_figure
+from normonly.experiments._common import md_table, median
+from normonly.experiments.base import Experiment, ExperimentConfig
+from normonly.experiments.e6_plots import figures
+from normonly.experiments.e6_select import (
+    MODE_LABEL,
+    accuracy_curve,
+    chosen_lrs,
+    cifar_anchor,
+    median_of,
+    mnist1d_baselines,
+    model_optimizers,
+)
 
 __all__ = ["E6Config", "EXPERIMENT", "cifar_anchor", "mnist1d_baselines"]
-
-CHANCE = 10.0
-_MODE_LABEL = {"bn": "BN-only", "random": "same # random weights", "all": "all weights"}
-
-
-def cifar_anchor() -> dict:
-    """The external CIFAR-10 ResNet-34 BN-only sweep: ``{"source", "optimizer", "acc": {p: %},
-    "train_all": %}`` from ``references.toml`` (table ``e6_cifar10_resnet34_bn_only``)."""
-    from normonly.experiments.references import load_references
-
-    t = load_references()["e6_cifar10_resnet34_bn_only"]
-    acc = dict(zip(t["kept_fraction"], t["test_accuracy_percent"], strict=True))
-    return {"source": t["source"], "what": t["what"], "acc": acc,
-            "train_all": t["train_all_percent"]}  # fmt: skip
-
-
-def mnist1d_baselines() -> dict[str, float]:
-    """MNIST-1D's published test accuracies (%) of fully trained models (``references.toml``)."""
-    from normonly.experiments.references import load_references
-
-    t = load_references()["e6_mnist1d_baselines"]
-    return dict(zip(t["models"], t["test_accuracy_percent"], strict=True))
-
 
 @dataclass(frozen=True)
 class E6Config(ExperimentConfig):
@@ -182,137 +168,20 @@ def run_trial(cfg: E6Config, trial: dict) -> dict:
     }  # fmt: skip
 
 
-def chosen_lrs(rows: list[dict]) -> dict[tuple, float]:
-    """``{(model, optimizer, mode): lr}`` with the highest median validation accuracy over the
-    group's kept fractions and seeds (ties: the smaller rate)."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["optimizer"], r["mode"]), []).append(r)
-    out = {}
-    for k, rs in groups.items():
-        lrs = rs[0]["lrs"]
-        score = [median([{"v": r["val_acc_by_lr"][i]} for r in rs], "v") for i in range(len(lrs))]
-        out[k] = max(zip(lrs, score, strict=True), key=lambda ls: (ls[1], -ls[0]))[0]
-    return out
-
-
-def _at(r: dict, lr: float, key: str = "test_acc") -> float:
-    return r[f"{key}_by_lr"][r["lrs"].index(lr)]
-
-
-def _curve(rows: list[dict], model: str, mode: str, opt: str) -> dict[float, list[float]]:
-    """kept fraction -> test accuracies (%) over seeds, at the group's chosen lr."""
-    lr = chosen_lrs(rows).get((model, opt, mode))
-    out: dict[float, list[float]] = {}
-    for r in rows:
-        if (r["model"], r["mode"], r["optimizer"]) == (model, mode, opt):
-            out.setdefault(r["density"], []).append(100 * _at(r, lr))
-    return dict(sorted(out.items(), reverse=True))
-
-
-def _med(v: list[float]) -> float:
-    return median([{"v": x} for x in v], "v")
-
-
-def _fraction_axis(ax, values: list[float]) -> None:
-    """Log x axis, denser on the left and sparser on the right, ticks labelled 1, 0.5, ..."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    ax.set_xscale("log")
-    ax.set_xlim(max(values) * 1.3, min(values) / 1.3)
-    ax.set_xticks(sorted(set(values)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.tick_params(axis="x", labelrotation=45)
-
-
-def _keys(rows: list[dict]) -> list[tuple[str, str]]:
-    return list(dict.fromkeys((r["model"], r["optimizer"]) for r in rows))
-
-
-def figures(cfg: E6Config, rows: list[dict], outdir: Path) -> list[Path]:
-    plt = pyplot()
-    keys = _keys(rows)
-    lrs = chosen_lrs(rows)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5.4))
-    style = {"bn": ("o-", 1.0), "random": ("s--", 0.8), "all": ("^:", 0.8)}
-    for i, (model, opt) in enumerate(keys):
-        for mode in ("bn", "random", "all"):
-            c = _curve(rows, model, mode, opt)
-            if not c:
-                continue
-            ps, med = list(c), [_med(v) for v in c.values()]
-            lo = [m - min(v) for m, v in zip(med, c.values(), strict=True)]
-            hi = [max(v) - m for m, v in zip(med, c.values(), strict=True)]
-            marker, alpha = style[mode]
-            ax.errorbar(ps, med, yerr=[lo, hi], fmt=marker, color=f"C{i}", alpha=alpha, capsize=3,
-                        label=f"{model} {opt} lr {lrs[(model, opt, mode)]:g}: "
-                        f"{_MODE_LABEL[mode]}")  # fmt: skip
-    for name, acc in mnist1d_baselines().items():
-        ax.axhline(acc, color="0.45", ls="-.", lw=0.9)
-        ax.annotate(f"MNIST-1D published {name} {acc:g}%", (1.0, acc + 0.8), fontsize=7,
-                    color="0.3", xycoords=("axes fraction", "data"), ha="right")  # fmt: skip
-    ax.axhline(CHANCE, color="k", ls=":", lw=1)
-    ps = sorted({r["density"] for r in rows}, reverse=True)
-    ax.set(ylim=(0, 100), xlabel="kept fraction of frozen weights (log)",
-           ylabel="test accuracy (%): median, bars = min–max over seeds",
-           title="Ours (MNIST-1D), lr per line chosen on a validation split")  # fmt: skip
-    if ps:
-        _fraction_axis(ax, ps)
-    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
-
-    anchor = cifar_anchor()
-    ext = anchor["acc"]
-    bx.plot(list(ext), list(ext.values()), "kx-", lw=1.5,
-            label="EXTERNAL reference: CIFAR-10 ResNet-34 BN-only, SGD momentum (published, "
-            "1 run; references.toml)")  # fmt: skip
-    bx.axhline(
-        anchor["train_all"],
-        color="k",
-        ls="--",
-        lw=0.8,
-        label=f"EXTERNAL: same net, all weights trained ({anchor['train_all']:g}%)",
-    )
-    for i, (model, opt) in enumerate(keys):
-        c = _curve(rows, model, "bn", opt)
-        if c:
-            bx.plot(
-                list(c),
-                [_med(v) for v in c.values()],
-                "o-",
-                color=f"C{i}",
-                alpha=0.7,
-                label=f"ours: {model} BN-only, {opt} lr {lrs[(model, opt, 'bn')]:g}",
-            )
-    bx.axhline(CHANCE, color="k", ls=":", lw=1, label="chance 10%")
-    bx.set(
-        ylim=(0, 100),
-        xlabel="kept fraction of frozen weights (log)",
-        ylabel="test accuracy (%), raw (not normalised)",
-        title="Shape reference: external CIFAR-10 sweep (different data and network)",
-    )
-    _fraction_axis(bx, sorted(set(ps) | set(ext), reverse=True))
-    bx.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    fig.suptitle(f"E6: only BatchNorm γ/β trained on a frozen random, randomly pruned network "
-                 f"(float32, {len(cfg.seeds)} seeds, MLP {cfg.epochs} / CNN {cfg.cnn_epochs} "
-                 "epochs)")  # fmt: skip
-    return [save_figure(fig, outdir / "e6_bn_sparse.png")]
-
-
 def _plateau(c: dict[float, list[float]], drop: float = 5.0) -> float | None:
     """Smallest kept fraction down to which the median stays within ``drop`` points of p = 1."""
     if 1.0 not in c:
         return None
-    ref, last = _med(c[1.0]), None
+    ref, last = median_of(c[1.0]), None
     for p, v in c.items():  # decreasing kept fraction
-        if _med(v) < ref - drop:
+        if median_of(v) < ref - drop:
             break
         last = p
     return last
 
 
 def _cell(v: list[float]) -> str:
-    return f"{_med(v):.1f} [{min(v):.1f}–{max(v):.1f}]" if v else ""
+    return f"{median_of(v):.1f} [{min(v):.1f}–{max(v):.1f}]" if v else ""
 
 
 def summarize(cfg: E6Config, rows: list[dict]) -> tuple[str, str]:
@@ -320,11 +189,11 @@ def summarize(cfg: E6Config, rows: list[dict]) -> tuple[str, str]:
     ext = anchor["acc"]
     lrs = chosen_lrs(rows)
     heads, cols = ["kept fraction"], []
-    for model, opt in _keys(rows):
+    for model, opt in model_optimizers(rows):
         for mode in ("bn", "random", "all"):
-            c = _curve(rows, model, mode, opt)
+            c = accuracy_curve(rows, model, mode, opt)
             if c:
-                heads.append(f"{model} {opt} {_MODE_LABEL[mode]} (%)")
+                heads.append(f"{model} {opt} {MODE_LABEL[mode]} (%)")
                 cols.append(c)
     heads.append("EXTERNAL CIFAR-10 ResNet-34 BN-only (%)")
     ps = sorted({r["density"] for r in rows} | {1.0}, reverse=True)
@@ -335,7 +204,7 @@ def summarize(cfg: E6Config, rows: list[dict]) -> tuple[str, str]:
         rs = [r for r in rows if (r["model"], r["optimizer"], r["mode"]) == (model, opt, mode)]
         vals = [f"{x:g}: {100 * median([{'v': r['val_acc_by_lr'][i]} for r in rs], 'v'):.1f}"
                 for i, x in enumerate(rs[0]["lrs"])]  # fmt: skip
-        grid.append([model, opt, _MODE_LABEL[mode], "; ".join(vals), f"{lr:g}"])
+        grid.append([model, opt, MODE_LABEL[mode], "; ".join(vals), f"{lr:g}"])
     n_val = sorted({r.get("n_val") for r in rows if "n_val" in r})
     table = md_table(heads, body) + (
         f"\n\nCells: median [min–max] test accuracy over {len(cfg.seeds)} seeds at the chosen "
@@ -366,8 +235,8 @@ def conclusion(rows: list[dict]) -> str:
         "test accuracy at the rate chosen on the validation split"
     ]
     bn_at: dict[tuple, dict] = {}
-    for model, opt in _keys(rows):
-        bn, rnd, full = (_curve(rows, model, m, opt) for m in ("bn", "random", "all"))
+    for model, opt in model_optimizers(rows):
+        bn, rnd, full = (accuracy_curve(rows, model, m, opt) for m in ("bn", "random", "all"))
         if not bn:
             continue
         bn_at[(model, opt)] = bn
@@ -381,7 +250,7 @@ def conclusion(rows: list[dict]) -> str:
             text += f", stays within 5 points of it down to {plateau:g}"
         text += f" and ends at {_cell(bn[lo])}% at {lo:g} (chance 10%)"
         if rnd:
-            wins = sum(_med(bn[p]) > _med(rnd[p]) for p in bn if p in rnd)
+            wins = sum(median_of(bn[p]) > median_of(rnd[p]) for p in bn if p in rnd)
             text += f", beating the same number of random weights at {wins}/{len(rnd)} fractions"
         if 1.0 in full:
             text += f", vs {_cell(full[1.0])}% when all weights of the dense net are trained"
@@ -390,10 +259,10 @@ def conclusion(rows: list[dict]) -> str:
     for model in models:
         got = {opt: c for (m, opt), c in bn_at.items() if m == model}
         if len(got) > 1 and all(1.0 in c for c in got.values()):
-            best = max(got, key=lambda o: _med(got[o][1.0]))
+            best = max(got, key=lambda o: median_of(got[o][1.0]))
             parts.append(
                 f"at kept fraction 1 on {model}, {best} gives the better BN-only accuracy ("
-                + ", ".join(f"{o} {_med(c[1.0]):.1f}%" for o, c in got.items())
+                + ", ".join(f"{o} {median_of(c[1.0]):.1f}%" for o, c in got.items())
                 + ")"
             )
     return "; ".join(parts) + "."
