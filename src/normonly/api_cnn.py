@@ -106,4 +106,7 @@ def reconstruct_cnn(target: object, *, method: str = "wide", radius=None, data=N
             stacklevel=3,
         )
     cert.wall_time_s = time.perf_counter() - t0
-    return Reconstruction(net=net, certificate=cert, layers=layers, wall_time_s=cert.wall_time_s)
+    timings = {"solve": sum(c.wall_time_s for c in layers), "measure": cert.measure_time_s,
+               "bound": cert.bound_time_s, "total": cert.wall_time_s}  # fmt: skip
+    return Reconstruction(net=net, certificate=cert, layers=layers, wall_time_s=cert.wall_time_s,
+                          timings=timings)  # fmt: skip

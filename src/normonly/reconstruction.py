@@ -24,4 +24,5 @@ class Reconstruction:
     """Seconds per step: ``checks`` (validating the target and options), ``frozen_weights``
     (drawing the random network; wide method), ``solve`` (Khatri-Rao solves, all layers),
     ``build`` (the rest of the construction: shifts, writing γ and β), ``measure`` (the
-    seeded cross-check), ``bound`` (the proof) and ``total``."""
+    seeded cross-check), ``bound`` (the proof) and ``total`` (a CNN: solve, measure, bound,
+    total)."""
