@@ -124,6 +124,21 @@ def check_rtol(rtol: object) -> float:
     return r
 
 
+def check_solve_rtol(value: object) -> float:
+    """Return ``solve_rtol`` (where iterative solves stop) after checking 0 < it < 1e-3."""
+    try:
+        r = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        r = math.nan
+    if isinstance(value, bool) or not math.isfinite(r) or not 0.0 < r < 1e-3:
+        raise ValueError(
+            f"solve_rtol must be a number in (0, 1e-3) (the relative residual "
+            f"||K gamma - vec(W)|| / ||W|| at which an iterative solve stops), got {value!r}; "
+            "the default (None) solves to float64 round-off"
+        )
+    return r
+
+
 def check_data(data: object, d_in: int, name: str = "data") -> torch.Tensor:
     """Return ``data`` (tensor or array of shape (n, d_in)) as a float64 CPU tensor.
 

@@ -16,7 +16,13 @@ import warnings
 import torch
 from torch import nn
 
-from normonly._checks import DATA_MARGIN, check_data, check_radius, radius_from_data
+from normonly._checks import (
+    DATA_MARGIN,
+    check_data,
+    check_radius,
+    check_solve_rtol,
+    radius_from_data,
+)
 from normonly.errors import UncertifiedDtypeWarning
 from normonly.nets.cnn import TargetCNN
 from normonly.reconstruction import Reconstruction
@@ -91,7 +97,7 @@ def reconstruct_cnn(target: object, *, method: str = "wide", radius=None, data=N
         raise ValueError(NO_DOMAIN.replace("(n, d_in)", "(N, C, H, W) or (N, C*H*W)"))
     radius = check_radius(radius)
     net, layers = build_cnn(target, radius=radius, overparam=overparam, density=density,
-                            solve_rtol=mlp_only.get("solve_rtol"),
+                            solve_rtol=_solve_rtol(mlp_only.get("solve_rtol")),
                             seed=seed, solver=solver, device=device)  # fmt: skip
     net.meta = construction_meta("cnn", radius, target.widths, layers, domain)
     if dtype != torch.float64:
@@ -110,3 +116,7 @@ def reconstruct_cnn(target: object, *, method: str = "wide", radius=None, data=N
                "bound": cert.bound_time_s, "total": cert.wall_time_s}  # fmt: skip
     return Reconstruction(net=net, certificate=cert, layers=layers, wall_time_s=cert.wall_time_s,
                           timings=timings)  # fmt: skip
+
+
+def _solve_rtol(value: object) -> float | None:
+    return None if value is None else check_solve_rtol(value)

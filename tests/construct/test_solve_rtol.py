@@ -24,3 +24,11 @@ def test_a_looser_solve_stops_earlier_and_is_still_judged_by_the_certificate():
 def test_bad_solve_rtol_is_refused(bad):
     with pytest.raises(ValueError, match="solve_rtol must be a number in"):
         reconstruct(TargetMLP.random([3, 2], seed=0), radius=1.0, solve_rtol=bad)
+
+
+def test_a_cnn_target_checks_solve_rtol_too():
+    from normonly import TargetCNN
+
+    target = TargetCNN.random((1, 5, 5), [2], d_out=3, seed=0)
+    with pytest.raises(ValueError, match="solve_rtol must be a number in"):
+        reconstruct(target, radius=1.0, solve_rtol=-1.0)

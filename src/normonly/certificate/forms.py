@@ -234,6 +234,8 @@ class Forms:
 
 def _selection(T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(rows, cols)`` of the ones if ``T`` is 0/1 with at most one 1 per row and column."""
+    if T.shape[0] and not bool(((T[0] == 0) | (T[0] == 1)).all()):
+        return None  # the forms of a wide layer: decided by their first row, at no cost
     ones = T == 1
     if not bool((ones | (T == 0)).all()):
         return None

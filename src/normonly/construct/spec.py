@@ -17,6 +17,7 @@ from normonly._checks import (
     check_int,
     check_overparam,
     check_radius,
+    check_solve_rtol,
 )
 from normonly.construct.layout import check_k, scaled_width, wide_widths
 from normonly.errors import InfeasibleError
@@ -100,7 +101,7 @@ class ConstructionSpec:
                 raise ValueError("width and uniform_width apply to method='wide' only; use k")
             check_k(k, target)
         if solve_rtol is not None:
-            solve_rtol = _check_solve_rtol(solve_rtol)
+            solve_rtol = check_solve_rtol(solve_rtol)
         if radius is None:
             raise ValueError(NO_DOMAIN)
         return cls(
@@ -110,21 +111,6 @@ class ConstructionSpec:
             least_squares=bool(least_squares), solve_rtol=solve_rtol,
         )  # fmt: skip
 
-
-def _check_solve_rtol(value: object) -> float:
-    import math
-
-    try:
-        r = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        r = math.nan
-    if isinstance(value, bool) or not math.isfinite(r) or not 0.0 < r < 1e-3:
-        raise ValueError(
-            f"solve_rtol must be a number in (0, 1e-3) (the relative residual "
-            f"||K gamma - vec(W)|| / ||W|| at which an iterative solve stops), got {value!r}; "
-            "the default (None) solves to float64 round-off"
-        )
-    return r
 
 
 def _check_overparam_for(target: TargetMLP, overparam: object) -> float:
