@@ -360,3 +360,12 @@ def test_a_named_pipe_as_config_or_data_is_refused(tmp_path):
     code = main(["reconstruct", str(target), "--data", str(tmp_path / "X.npy"),
                  "--out", str(tmp_path / "n.safetensors")])  # fmt: skip
     assert code == 2
+
+
+def test_a_cnn_radius_below_the_data_is_refused_before_building():
+    from normonly import TargetCNN
+
+    target = TargetCNN.random((1, 5, 5), [2], d_out=3, seed=0)
+    X = torch.full((4, 1, 5, 5), 3.0, dtype=torch.float64)  # norm 15
+    with pytest.raises(ValueError, match="radius=1 is smaller than the largest norm of the data"):
+        reconstruct(target, radius=1.0, data=X)

@@ -194,3 +194,24 @@ def radius_from_data(data: torch.Tensor) -> float:
             "every data point is the origin, so the data give no radius; pass radius=R instead"
         )
     return check_radius(r, name="radius from data")
+
+
+def domain_from_data(d_in: int, radius: object, data: object) -> tuple[float, torch.Tensor, str]:
+    """The certified radius when ``data`` (n, d_in) is given, the data, and how R was set.
+
+    Without ``radius``: the largest norm of the data times ``1 + DATA_MARGIN``. With it: the
+    radius, refused when smaller than that largest norm (the data would leave the ball).
+    """
+    X = check_data(data, d_in)
+    largest = float(X.norm(dim=1).max())
+    r_data = radius_from_data(X)
+    if radius is not None:
+        r = check_radius(radius)
+        if r * (1 + 1e-12) < largest:
+            raise ValueError(
+                f"radius={r:g} is smaller than the largest norm of the data, {largest:.6g}: the "
+                f"data would leave the certified ball; drop radius (data=X alone gives "
+                f"R = {r_data:.6g}) or use a larger one"
+            )
+        return r, X, f"radius given, {X.shape[0]} data points checked"
+    return r_data, X, f"from data: {X.shape[0]} points, largest norm x (1 + {DATA_MARGIN:g})"

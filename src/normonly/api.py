@@ -13,12 +13,7 @@ import warnings
 import torch
 from torch import nn
 
-from normonly._checks import (
-    DATA_MARGIN,
-    check_data,
-    check_radius,
-    radius_from_data,
-)
+from normonly._checks import domain_from_data
 from normonly.api_cnn import is_cnn, reconstruct_cnn
 from normonly.certificate.verify import verify
 from normonly.construct.record import construction_meta
@@ -151,7 +146,7 @@ def reconstruct(
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     X, domain = None, "radius given"
     if data is not None:
-        radius, X, domain = _domain_from_data(target, radius, data)
+        radius, X, domain = domain_from_data(target.d_in, radius, data)
     spec = ConstructionSpec.make(
         target, method=method, radius=radius, overparam=overparam, width=width,
         uniform_width=uniform_width, norm=norm, density=density, k=k, seed=seed,
@@ -188,24 +183,6 @@ def reconstruct(
     cert.wall_time_s = timings["total"] = time.perf_counter() - t0
     return Reconstruction(net=net, certificate=cert, layers=layers, wall_time_s=cert.wall_time_s,
                           timings=timings)  # fmt: skip
-
-
-def _domain_from_data(target: TargetMLP, radius: object, data: object) -> tuple[float, object, str]:
-    """The certified radius when ``data`` is given (with or without ``radius``), and how."""
-    X = check_data(data, target.d_in)
-    r_data = radius_from_data(X)
-    if radius is not None:
-        r = check_radius(radius)
-        if r * (1 + 1e-12) < float(X.norm(dim=1).max()):
-            raise ValueError(
-                f"radius={r:g} is smaller than the largest norm of the data, "
-                f"{float(X.norm(dim=1).max()):.6g}: the data would leave the certified ball; "
-                f"drop radius (data=X alone gives R = {r_data:.6g}) or use a larger one"
-            )
-        return r, X, f"radius given, {X.shape[0]} data points checked"
-    return r_data, X, (
-        f"from data: {X.shape[0]} points, largest norm x (1 + {DATA_MARGIN:g})"
-    )
 
 
 def _check_memory(target: TargetMLP, spec: ConstructionSpec) -> None:

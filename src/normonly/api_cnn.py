@@ -16,13 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-from normonly._checks import (
-    DATA_MARGIN,
-    check_data,
-    check_radius,
-    check_solve_rtol,
-    radius_from_data,
-)
+from normonly._checks import check_radius, check_solve_rtol, domain_from_data
 from normonly.errors import UncertifiedDtypeWarning
 from normonly.nets.cnn import TargetCNN
 from normonly.reconstruction import Reconstruction
@@ -87,12 +81,7 @@ def reconstruct_cnn(target: object, *, method: str = "wide", radius=None, data=N
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     X, domain = None, "radius given"
     if data is not None:
-        X = check_data(flat_data(data, target), target.d_in)
-        if radius is None:
-            radius = radius_from_data(X)
-            domain = f"from data: {X.shape[0]} points, largest norm x (1 + {DATA_MARGIN:g})"
-        else:
-            domain = f"radius given, {X.shape[0]} data points checked"
+        radius, X, domain = domain_from_data(target.d_in, radius, flat_data(data, target))
     if radius is None:
         raise ValueError(NO_DOMAIN.replace("(n, d_in)", "(N, C, H, W) or (N, C*H*W)"))
     radius = check_radius(radius)
