@@ -30,7 +30,7 @@ import torch
 from normonly._checks import check_density, check_device, check_int, check_radius
 from normonly.construct.layout import scaled_width
 from normonly.construct.record import LayerCertificate, construction_meta
-from normonly.construct.wide import next_radius, relu_on_need, relu_on_shift
+from normonly.construct.wide import RELU_MARGIN, next_radius, relu_on_need
 from normonly.errors import InfeasibleError
 from normonly.linalg.solve import solve_scales
 from normonly.linalg.sparse_check import require_full_row_rank
@@ -154,10 +154,11 @@ def build_cnn(
             require_full_row_rank(A, B, layer=l)  # sparse: raises with the fix
         gamma, info = solve_scales(A, B, Wm, solver=solver, rtol=solve_rtol)
         r_u = _pooled_radius(layer, radius_in)  # every patch of u has norm <= ||u|| <= r_u
-        beta = relu_on_shift(gamma, B, r_u, nonneg=l > 0)  # after a ReLU (and pools) u >= 0
+        need = relu_on_need(gamma, B, r_u, nonneg=l > 0)  # after a ReLU (and pools) u >= 0
+        beta = (1.0 + RELU_MARGIN) * need  # = relu_on_shift, the need computed once
         net.set_affine(2 * l, gamma.cpu(), beta.cpu())
         net.set_affine(2 * l + 1, torch.ones_like(b), b - (A @ beta).cpu())
-        margin = float((beta - relu_on_need(gamma, B, r_u, nonneg=l > 0)).min())
+        margin = float((beta - need).min())
         info.wall_time_s = time.perf_counter() - t0
         certs.append(LayerCertificate.from_solve(info, layer=l, block=0, relu_margin=margin,
                                                  radius_in=r_u))  # fmt: skip

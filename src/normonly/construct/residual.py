@@ -66,7 +66,7 @@ import torch
 from normonly.construct.layout import residual_layout
 from normonly.construct.record import LayerCertificate, construction_meta
 from normonly.construct.spec import ConstructionSpec
-from normonly.construct.wide import RELU_MARGIN, next_radius, relu_on_need, relu_on_shift
+from normonly.construct.wide import RELU_MARGIN, next_radius, relu_on_need
 from normonly.linalg.solve import solve_scales
 from normonly.linalg.sparse_check import require_full_row_rank
 from normonly.nets.layers import set_norm_affine
@@ -167,9 +167,10 @@ def build_residual(
             if bool((M_out == 0).any()) or bool((M_in == 0).any()):
                 require_full_row_rank(M_out, M_in, layer=l)  # sparse: raises with the fix
             gamma, info = solve_scales(M_out, M_in, W[:, J], solver=solver, rtol=spec.solve_rtol)
-            beta = relu_on_shift(gamma, M_in, radius_in, nonneg=l > 0)  # u = σ(·) >= 0
+            need = relu_on_need(gamma, M_in, radius_in, nonneg=l > 0)  # u = σ(·) >= 0
+            beta = (1.0 + RELU_MARGIN) * need  # = relu_on_shift, the need computed once
             _set(blk.norm_hid, gamma, beta)
-            margins = [beta - relu_on_need(gamma, M_in, radius_in, nonneg=l > 0)]
+            margins = [beta - need]
             # N_out: destination gets the chunk's product; lifts, bias and clearing as documented
             shift = -(M_out @ beta)  # (d_out,)
             if first and not last:

@@ -150,7 +150,8 @@ def build_wide(
         gamma, info = solve_scales(A, B, W, solver=solver, allow_rank_deficient=least_squares,
                                    rtol=spec.solve_rtol)  # fmt: skip
         t_solve += info.wall_time_s
-        beta = relu_on_shift(gamma, B, radius_in, nonneg=l > 0)  # layer l > 0: input ≥ 0
+        need = relu_on_need(gamma, B, radius_in, nonneg=l > 0)  # layer l > 0: input ≥ 0
+        beta = (1.0 + RELU_MARGIN) * need  # = relu_on_shift, the need computed once
         net.set_affine(2 * l, gamma, beta)
         # narrow layer: unit scale on the d_out carriers, everything else switched off
         g_out = torch.zeros(A_full.shape[0], dtype=W.dtype, device=dev)
@@ -158,7 +159,7 @@ def build_wide(
         g_out[:d_out] = 1.0
         b_out[:d_out] = b - A @ beta  # cancels the always-on shifts, adds the target bias
         net.set_affine(2 * l + 1, g_out, b_out)
-        margin = float((beta - relu_on_need(gamma, B, radius_in, nonneg=l > 0)).min())
+        margin = float((beta - need).min())
         certs.append(
             LayerCertificate.from_solve(
                 info, layer=l, block=0, relu_margin=margin, radius_in=radius_in
