@@ -85,4 +85,5 @@ def test_reconstruct_reports_its_steps():
     assert all(v >= 0 and math.isfinite(v) for v in t.values())
     parts = sum(v for k, v in t.items() if k != "total")
     assert parts <= t["total"] * 1.001
-    assert t["total"] == rec.wall_time_s
+    assert t["solve"] == pytest.approx(sum(layer.wall_time_s for layer in rec.layers))
+    assert t["bound"] == rec.certificate.bound_time_s

@@ -35,6 +35,7 @@ def test_random_trial_row_and_figure(tmp_path):
     assert row["mlp_count"] == [128 * 64, 10 * 128]  # the pool is folded into the Linear
     rows = [_digits_row(), row]
     paths = figures(cfg, rows, tmp_path)
+    assert [p.name for p in paths] == ["e8_cnn.png"]
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 

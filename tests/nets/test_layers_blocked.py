@@ -49,7 +49,11 @@ def test_blocked_linear_gradients_flow():
 def test_frozen_layers_sum_in_blocks():
     lin = BlockedLinear(700, 2, bias=False, dtype=torch.float64)
     x = torch.randn(3, 700, dtype=torch.float64)
-    assert torch.equal(lin(x), blocked_linear(x, lin.weight))
-    mask = (torch.rand(2, 700) < 0.5).double()
-    mlin = MaskedLinear(700, 2, mask, dtype=torch.float64)
-    assert torch.equal(mlin(x), blocked_linear(x, mlin.weight * mask))
+    with torch.no_grad():
+        assert torch.allclose(lin(x), x @ lin.weight.T, rtol=1e-12, atol=1e-12)
+        assert torch.equal(lin(x), blocked_linear(x, lin.weight))  # and in blocks
+        mask = (torch.rand(2, 700) < 0.5).double()
+        mlin = MaskedLinear(700, 2, mask, dtype=torch.float64)
+        masked = x @ (mlin.weight * mask).T
+        assert torch.allclose(mlin(x), masked, rtol=1e-12, atol=1e-12)
+        assert not torch.allclose(mlin(x), x @ mlin.weight.T)  # the mask is applied
