@@ -187,7 +187,7 @@ def error_bound(net: nn.Module, target, radius: float) -> ErrorBound:
     )
 
 
-def _blocked(layer: nn.Module) -> bool:
+def sums_in_blocks(layer: nn.Module) -> bool:
     """The layer sums its inputs in blocks (nets.layers.blocked_linear), not in one product."""
     return isinstance(layer, BlockedLinear)
 
@@ -217,7 +217,8 @@ def _wide(net, target, forms: Forms, Ws, bs, radii, sigmas, log):
             )
         forms = forms.wide_pair(
             Bm, net.norms[wide], frozen_weight(net.linears[narrow], dt),
-            blocked_b=_blocked(net.linears[wide]), blocked_a=_blocked(net.linears[narrow]),
+            blocked_b=sums_in_blocks(net.linears[wide]),
+            blocked_a=sums_in_blocks(net.linears[narrow]),
             stage=f"layer {l} wide", log=log,
         ).norm(net.norms[narrow])  # fmt: skip
         d_out = Ws[l].shape[0]
@@ -249,11 +250,11 @@ def _residual(net, target, forms: Forms, Ws, bs, radii, sigmas, log):
         l = layers[idx]
         last_block = idx == len(layers) - 1 or layers[idx + 1] != l
         inner = forms.norm(blk.norm_in).linear(
-            frozen_weight(blk.linear_in, dt), blocked=_blocked(blk.linear_in)
+            frozen_weight(blk.linear_in, dt), blocked=sums_in_blocks(blk.linear_in)
         ).norm(blk.norm_hid)
         inner = inner.relu(f"layer {l} block {idx} hidden", log)
         delta = inner.linear(
-            frozen_weight(blk.linear_out, dt), blocked=_blocked(blk.linear_out)
+            frozen_weight(blk.linear_out, dt), blocked=sums_in_blocks(blk.linear_out)
         ).norm(blk.norm_out)
         pre = forms.add(delta)
         if last_block and l < target.depth - 1:

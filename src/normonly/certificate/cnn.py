@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from normonly.certificate.bound import ErrorBound
+from normonly.certificate.bound import ErrorBound, sums_in_blocks
 from normonly.certificate.forms import Forms, frozen_weight
 from normonly.certificate.rigorous import (
     U64,
@@ -44,7 +44,7 @@ from normonly.certificate.rigorous import (
     up,
 )
 from normonly.nets.cnn import TargetCNN, pool_matrix
-from normonly.nets.layers import BlockedLinear, conv_summation_depth
+from normonly.nets.layers import conv_summation_depth
 from normonly.nets.normcnn import BlockedConv2d, NormCNN
 
 __all__ = ["cnn_error_bound"]
@@ -77,12 +77,9 @@ def _conv_linear(forms: Forms, conv: nn.Conv2d, in_shape) -> tuple[Forms, int]:
     nnz = _conv_apply((w != 0).to(w.dtype), (mag > 0).to(w.dtype)[:, None], in_shape, conv)[:, 0]
     if isinstance(conv, BlockedConv2d):  # summed over blocks of channels: fewer roundings
         nnz = nnz.clamp(max=conv_summation_depth(w.shape[1], w.shape[2] * w.shape[3]))
-    nu = nnz * forms.u
-    g_net = nu / (1.0 - nu)
-    e_w = up(vecs[:, 0], n)
-    e_fp = up(vecs[:, 1] + g_net * vecs[:, 2] + gamma(k_own) * vecs[:, 2], n)  # ours: γ_k
-    out = Forms(Tt[:, :-1], Tt[:, -1], e_w, e_fp, carry=forms.carry, radius=forms.radius,
-                nonneg=forms.nonneg, u=forms.u)  # fmt: skip
+    # the same finishing step as a dense map (Forms.linear), on the conv's own sums
+    out = forms._finish_linear([vecs[:, 0], vecs[:, 1], vecs[:, 2], Tt, nnz, k_own], n,
+                               blocked=False)  # fmt: skip
     positions = Tt.shape[0] // w.shape[0]
     return out, positions
 
@@ -91,8 +88,7 @@ def _pool(forms: Forms, P: torch.Tensor) -> Forms:
     """An AvgPool2d (dense ``P``, entries fl(1/divisor)): γ_nnz from ``linear`` plus ``2u``."""
     slack = up(2 * forms.u * (P @ forms.mag()), P.shape[1])
     out = forms.linear(P)
-    return Forms(out.T, out.t, out.e_w, up(out.e_fp + slack, 1), carry=out.carry,
-                 radius=out.radius, nonneg=out.nonneg, u=out.u)  # fmt: skip
+    return out._new(out.T, out.t, out.e_w, up(out.e_fp + slack, 1))
 
 
 def _per_unit(bn: nn.Module, positions: int) -> nn.Module:
@@ -207,12 +203,11 @@ def cnn_error_bound(net: NormCNN, target: TargetCNN, radius: float) -> ErrorBoun
             forms, pos = _conv_linear(forms, narrow, (wide.out_channels, *layer["out_shape"][1:]))
             forms = forms.norm(_per_unit(net.narrow_norms[l], pos))
         else:
-            forms = forms.linear(frozen_weight(wide, torch.float64),
-                                 blocked=isinstance(wide, BlockedLinear)).norm(net.wide_norms[l])
-            forms = forms.relu(f"layer {l} wide", log)
-            forms = forms.linear(frozen_weight(narrow, torch.float64),
-                                 blocked=isinstance(narrow, BlockedLinear))
-            forms = forms.norm(net.narrow_norms[l])
+            forms = forms.wide_pair(
+                frozen_weight(wide, torch.float64), net.wide_norms[l],
+                frozen_weight(narrow, torch.float64), blocked_b=sums_in_blocks(wide),
+                blocked_a=sums_in_blocks(narrow), stage=f"layer {l} wide", log=log,
+            ).norm(net.narrow_norms[l])  # fmt: skip
         W, b = mlp.weights[l], mlp.biases[l]
         if forms.t.shape[0] != W.shape[0]:
             raise ValueError(
